@@ -1,0 +1,249 @@
+"""The ``pandg`` command line: one subcommand per capability.
+
+Each subcommand parses its arguments, calls the library and reports. No computation lives
+here, so every feature is equally reachable from Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+EPILOG = """\
+examples:
+  pandg demo --out pandg_demo_out           # phantom dataset, montages, napari screenshots
+  pandg synth --out data --subjects 4 --centers A,B,C,D --seed 0
+  pandg index /data/AMOS22 --out amos_mri.csv
+  pandg sam --checkpoint MedSAM2_latest.pt --input t1.nii.gz --box 40,100,90,160,150 --output mask.nii.gz
+"""
+
+
+def _csv_list(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list, got an empty value")
+    return items
+
+
+def _print_progress(done: int, total: int, what: str) -> None:
+    print(f"[{done}/{total}] {what}", flush=True)
+
+
+# --------------------------------------------------------------------------- synth
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    from napari_pandg.phantom import CENTERS, SEQUENCES
+
+    p = sub.add_parser(
+        "synth",
+        help="generate the physics-based multi-sequence, multi-center phantom dataset",
+        description=(
+            "Generate phantom subjects (NIfTI images + AMOS-id label maps) for every center and "
+            "sequence, and DIR/manifest.csv indexing them. Subjects are generated per center: "
+            "--subjects 4 --centers A,B gives 8 subjects. Deterministic for a given --seed. "
+            f"Centers: {', '.join(CENTERS)}. Sequences: {', '.join(SEQUENCES)}."
+        ),
+    )
+    p.add_argument("--out", required=True, type=Path, help="output folder (must be empty)")
+    p.add_argument("--subjects", type=int, default=2, help="subjects per center (default 2)")
+    p.add_argument("--centers", type=_csv_list, default=list(CENTERS), help="comma list")
+    p.add_argument("--sequences", type=_csv_list, default=list(SEQUENCES), help="comma list")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty folder")
+    p.set_defaults(func=_run_synth)
+
+
+def _check_choices(values: Sequence[str], allowed: Sequence[str], what: str) -> None:
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise SystemExit(f"pandg: unknown {what} {bad}; choose from {', '.join(allowed)}")
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from napari_pandg.phantom import CENTERS, SEQUENCES, write_dataset
+
+    _check_choices(args.centers, list(CENTERS), "center(s)")
+    _check_choices(args.sequences, list(SEQUENCES), "sequence(s)")
+    if args.subjects < 1:
+        raise SystemExit("pandg synth: --subjects must be >= 1")
+    t0 = time.perf_counter()
+    df = write_dataset(
+        args.out,
+        n_subjects=args.subjects,
+        centers=tuple(args.centers),
+        sequences=tuple(args.sequences),
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=_print_progress,
+    )
+    dt = time.perf_counter() - t0
+    print(
+        f"wrote {df['subject'].nunique()} subjects, {len(df)} volumes to {args.out} "
+        f"({dt:.1f} s); manifest: {Path(args.out) / 'manifest.csv'}"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- index
+def _add_index(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "index",
+        help="index a dataset folder (phantom manifest, nnU-Net, AMOS22, PanSegData/PancreasDG, TotalSegmentator-MRI)",
+        description=(
+            "Scan ROOT, detect its layout (or use --layout) and write a CSV with one row per "
+            "image: subject, center, sequence, image, label and metadata."
+        ),
+    )
+    p.add_argument("root", type=Path, help="dataset root folder")
+    p.add_argument("--out", required=True, type=Path, help="CSV file to write")
+    p.add_argument(
+        "--layout",
+        default="auto",
+        choices=["auto", "pandg", "nnunet", "amos", "totalseg_mri"],
+        help="dataset layout (default: detect)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=_run_index)
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    from napari_pandg.io import build_index, write_index
+
+    df = build_index(args.root, layout=args.layout)
+    write_index(df, args.out, overwrite=args.overwrite)
+    layout = df["layout"].iloc[0] if len(df) else args.layout
+    n_lab = int(df["label"].notna().sum()) if "label" in df else 0
+    print(
+        f"{layout}: {len(df)} images ({n_lab} with labels), "
+        f"{df['subject'].nunique()} subjects, centers {sorted(map(str, df['center'].unique()))}, "
+        f"sequences {sorted(map(str, df['sequence'].unique()))} -> {args.out}"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run the main job on the embedded phantom: data, montages, napari screenshots",
+        description=(
+            "Generate a small phantom dataset (every center and sequence), index it, write "
+            "montages, contrast tables and napari screenshots to --out, then open napari with "
+            "one subject when a display exists (use --no-viewer to skip)."
+        ),
+    )
+    p.add_argument("--out", type=Path, default=Path("pandg_demo_out"))
+    p.add_argument("--subjects", type=int, default=1, help="subjects per center (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out folder")
+    p.add_argument("--no-viewer", action="store_true", help="do not open an interactive viewer")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from napari_pandg.demo import run_demo
+
+    report = run_demo(
+        args.out,
+        n_subjects=args.subjects,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        open_viewer=not args.no_viewer,
+        progress=_print_progress,
+    )
+    print(f"demo finished: see {report}")
+    return 0
+
+
+# --------------------------------------------------------------------------- sam
+def _add_sam(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sam",
+        help="MedSAM2 / SAM2 zero-shot 3D segmentation from a box (and points) on one slice",
+        description=(
+            "Prompt SAM2/MedSAM2 on one slice and propagate through the volume. Coordinates are "
+            "voxel indices of the NIfTI array as stored: X along its first axis, Y along its "
+            "second, Z the slice index along its third. The output has the input's affine and "
+            "shape. Weights are never downloaded: --checkpoint is a local file."
+        ),
+    )
+    p.add_argument("--checkpoint", required=True, type=Path, help="e.g. MedSAM2_latest.pt")
+    p.add_argument("--input", required=True, type=Path, help="input image (.nii/.nii.gz)")
+    p.add_argument("--box", required=True, help="Z,X0,Y0,X1,Y1 on the key slice Z")
+    p.add_argument("--points", default=None, help="Z,X,Y,+|-;Z,X,Y,+|- (optional)")
+    p.add_argument("--config", default="sam2.1_hiera_t", help="sam2.1 config (default: MedSAM2's)")
+    p.add_argument("--image-size", type=int, default=512)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_run_sam)
+
+
+def _run_sam(args: argparse.Namespace) -> int:
+    from napari_pandg.sam import run_sam_cli
+
+    out = run_sam_cli(
+        checkpoint=args.checkpoint,
+        input_path=args.input,
+        output_path=args.output,
+        box=args.box,
+        points=args.points,
+        config=args.config,
+        image_size=args.image_size,
+        device=args.device,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pandg",
+        description=(
+            "napari-pandg: pancreas segmentation across MRI sequences and centers. "
+            "Everything runs offline; weights are local files."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from napari_pandg import __version__
+
+    parser.add_argument("--version", action="version", version=f"napari-pandg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_synth(sub)
+    _add_index(sub)
+    _add_demo(sub)
+    if _sam_available():
+        _add_sam(sub)
+    return parser
+
+
+def _sam_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("napari_pandg.sam") is not None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+        # Library errors carry the file and the fix; show them without a traceback.
+        print(f"pandg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

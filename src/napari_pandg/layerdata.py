@@ -1,0 +1,120 @@
+"""Volumes -> napari LayerData tuples, and the display conventions we use.
+
+No Qt and no viewer here: these functions return ``(data, kwargs, layer_type)`` tuples that
+the reader, the sample-data command, the Dataset widget and the demo all share. napari is
+imported lazily (only for the label colormap class).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from napari_pandg.io import load_volume, to_napari
+from napari_pandg.labels import NAMES, colour_dict
+from napari_pandg.volume import Volume
+
+LayerData = tuple[np.ndarray, dict[str, Any], str]
+
+#: Radiological axial display in napari axes (S, A, R): anterior up, patient right on the left.
+RADIOLOGICAL_2D = ("up", "left")
+
+
+def label_features(values: Iterable[int]) -> pd.DataFrame:
+    """A ``Labels.features`` table so the status bar names the organ under the cursor."""
+    ids = sorted({0, *(int(v) for v in values)})
+    return pd.DataFrame({"index": ids, "organ": [NAMES.get(i, "background" if i == 0 else f"label_{i}") for i in ids]})
+
+
+def label_colormap() -> Any:
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict=colour_dict())
+
+
+def image_contrast_limits(array: np.ndarray) -> tuple[float, float]:
+    """MRI display window: 0.5-99.5 percentiles of the foreground (voxels > 0)."""
+    fg = array[array > 0]
+    if fg.size == 0:
+        return float(array.min()), float(array.max()) + 1e-6
+    lo, hi = np.percentile(fg, [0.5, 99.5])
+    return float(lo), float(max(hi, lo + 1e-6))
+
+
+def volume_layerdata(vol: Volume, *, opacity: float = 0.45) -> LayerData:
+    """One Volume as an image or labels LayerData in true world mm."""
+    data, kwargs = to_napari(vol)
+    if vol.is_label:
+        kwargs.update(
+            colormap=label_colormap(),
+            opacity=opacity,
+            features=label_features(np.unique(data)),
+        )
+        return data, kwargs, "labels"
+    kwargs.update(
+        colormap="gray",
+        contrast_limits=image_contrast_limits(data),
+    )
+    return data, kwargs, "image"
+
+
+def iter_subject_layerdata(
+    rows: pd.DataFrame,
+    *,
+    labels: str = "first",
+    cancelled: Callable[[], bool] | None = None,
+) -> Iterator[tuple[int, int, LayerData]]:
+    """Yield ``(done, total, layerdata)`` for the images (and labels) of index rows.
+
+    ``labels``: ``"first"`` loads the label of the first row that has one (all sequences of
+    a subject share world coordinates, so one label layer overlays all of them), ``"all"``
+    loads every row's label, ``"none"`` loads none. Stops early when ``cancelled()`` is true.
+    """
+    rows = rows.reset_index(drop=True)
+    total = count_layers(rows, labels)
+    done = 0
+    label_loaded = False
+    for _, row in rows.iterrows():
+        if cancelled is not None and cancelled():
+            return
+        meta = dict(subject=str(row["subject"]), center=str(row["center"]), sequence=str(row["sequence"]))
+        img = load_volume(row["image"], **meta)
+        done += 1
+        yield done, total, volume_layerdata(img)
+        want = labels == "all" or (labels == "first" and not label_loaded)
+        if want and isinstance(row.get("label"), str) and row["label"]:
+            label_map = _parse_label_map(row.get("label_map"))
+            lab = load_volume(row["label"], is_label=True, label_map=label_map, **meta)
+            label_loaded = True
+            done += 1
+            yield done, total, volume_layerdata(lab)
+
+
+def _has_label(rows: pd.DataFrame) -> pd.Series:
+    if "label" not in rows:
+        return pd.Series(False, index=rows.index)
+    return rows["label"].apply(lambda v: isinstance(v, str) and bool(v))
+
+
+def count_layers(rows: pd.DataFrame, labels: str = "first") -> int:
+    """How many layers :func:`iter_subject_layerdata` yields for these rows."""
+    n_lab = int(_has_label(rows).sum())
+    if labels == "all":
+        return len(rows) + n_lab
+    if labels == "first":
+        return len(rows) + min(n_lab, 1)
+    return len(rows)
+
+
+def _parse_label_map(text: Any) -> dict[int, int] | None:
+    """``"1:10,2:13"`` -> ``{1: 10, 2: 13}`` (the index's label_map column)."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    out: dict[int, int] = {}
+    for part in text.split(","):
+        src, dst = part.split(":")
+        out[int(src)] = int(dst)
+    return out

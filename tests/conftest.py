@@ -1,0 +1,24 @@
+"""Shared fixtures: a small phantom dataset written once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One subject per center for two centers, all five sequences, written to disk."""
+    from napari_pandg.phantom import write_dataset
+
+    out = tmp_path_factory.mktemp("phantom") / "data"
+    write_dataset(out, n_subjects=1, centers=("A", "B"), seed=3)
+    return out
+
+
+@pytest.fixture(scope="session")
+def phantom_index(phantom_dir: Path):
+    from napari_pandg.io import build_index
+
+    return build_index(phantom_dir)

@@ -1,0 +1,82 @@
+"""The ``pandg`` command line: help texts, synth, index, refusal to overwrite."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from napari_pandg.cli import build_parser, main
+
+
+def test_console_script_installed_and_helps() -> None:
+    exe = shutil.which("pandg") or str(Path(sys.executable).parent / "pandg")
+    res = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True)
+    for word in ("synth", "index", "demo"):
+        assert word in res.stdout
+
+
+@pytest.mark.parametrize("command", ["synth", "index", "demo"])
+def test_each_subcommand_explains_itself(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "--out" in text or "--overwrite" in text
+    assert len(text.splitlines()) > 5
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 0
+    assert "pandg" in capsys.readouterr().out
+
+
+def test_synth_writes_manifest_and_refuses_nonempty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ds"
+    argv = ["synth", "--out", str(out), "--subjects", "1", "--centers", "C", "--sequences", "t2,op", "--seed", "5"]
+    assert main(argv) == 0
+    df = pd.read_csv(out / "manifest.csv")
+    assert set(df["sequence"]) == {"t2", "op"}
+    assert set(df["center"]) == {"C"}
+    for col in ("subject", "center", "sequence", "field_strength", "image", "label"):
+        assert col in df.columns
+    assert all((out / p).is_file() for p in df["image"]) and all((out / p).is_file() for p in df["label"])
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.nii.gz")}
+    capsys.readouterr()
+    assert main(argv) == 2  # non-empty folder without --overwrite
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and str(out) in err
+    assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*.nii.gz")}  # nothing touched
+    assert main([*argv, "--overwrite"]) == 0
+
+
+def test_synth_rejects_unknown_center(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="unknown center"):
+        main(["synth", "--out", str(tmp_path / "x"), "--centers", "Z"])
+
+
+def test_index_detects_phantom_layout(phantom_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "index.csv"
+    assert main(["index", str(phantom_dir), "--out", str(out)]) == 0
+    assert "pandg" in capsys.readouterr().out
+    df = pd.read_csv(out)
+    assert len(df) == 10  # 2 centers x 1 subject x 5 sequences
+    assert set(df["center"]) == {"A", "B"}
+    assert main(["index", str(phantom_dir), "--out", str(out)]) == 2  # exists, no --overwrite
+    assert main(["index", str(phantom_dir), "--out", str(out), "--overwrite"]) == 0
+
+
+def test_index_error_names_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main(["index", str(tmp_path / "empty"), "--out", str(tmp_path / "i.csv")]) == 2
+    assert "empty" in capsys.readouterr().err
+
+
+def test_parser_lists_only_real_commands() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert {"synth", "index", "demo"} <= set(sub.choices)
