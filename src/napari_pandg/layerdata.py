@@ -86,7 +86,8 @@ def iter_subject_layerdata(
         yield done, total, volume_layerdata(img)
         want = labels == "all" or (labels == "first" and not label_loaded)
         if want and isinstance(row.get("label"), str) and row["label"]:
-            label_map = _parse_label_map(row.get("label_map"))
+            label_map = row.get("label_map")
+            label_map = label_map if isinstance(label_map, str) and label_map else None
             lab = load_volume(row["label"], is_label=True, label_map=label_map, **meta)
             label_loaded = True
             done += 1
@@ -107,14 +108,3 @@ def count_layers(rows: pd.DataFrame, labels: str = "first") -> int:
     if labels == "first":
         return len(rows) + min(n_lab, 1)
     return len(rows)
-
-
-def _parse_label_map(text: Any) -> dict[int, int] | None:
-    """``"1:10,2:13"`` -> ``{1: 10, 2: 13}`` (the index's label_map column)."""
-    if not isinstance(text, str) or not text.strip():
-        return None
-    out: dict[int, int] = {}
-    for part in text.split(","):
-        src, dst = part.split(":")
-        out[int(src)] = int(dst)
-    return out

@@ -1,0 +1,121 @@
+"""napari reader contribution (npe2): NIfTI files and dataset folders.
+
+``napari_get_reader`` never raises: it returns ``None`` for anything it does not handle.
+The reader it returns produces LayerData tuples ``(data, kwargs, "image" | "labels")``
+in napari's (S, A, R) convention (see :mod:`napari_pandg.io.napari_layers`); errors while
+reading are :class:`~napari_pandg.io.errors.PandgIOError` with the file named, which napari
+shows to the user. napari itself is only imported (lazily) to build the label colormap.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from napari_pandg.io.napari_layers import to_napari
+from napari_pandg.io.nifti import is_nifti_path, load_volume, nifti_stem
+
+LayerData = tuple[Any, dict[str, Any], str]
+ReaderFunction = Callable[[str | Sequence[str]], list[LayerData]]
+
+
+def napari_get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
+    """Return a reader for ``.nii``/``.nii.gz`` paths or a dataset folder, else ``None``."""
+    try:
+        if isinstance(path, list | tuple):
+            paths = [os.fspath(p) for p in path]
+            if paths and all(is_nifti_path(p) for p in paths):
+                return read_nifti
+            if len(paths) == 1 and os.path.isdir(paths[0]):
+                return napari_get_reader(paths[0])
+            return None
+        p = os.fspath(path)
+        if is_nifti_path(p):
+            return read_nifti
+        if p.lower().endswith(".csv") and os.path.isfile(p):
+            return read_dataset_folder if _csv_is_index(p) else None
+        if os.path.isdir(p):
+            from napari_pandg.io.layouts import detect_layout
+
+            detect_layout(p)
+            return read_dataset_folder
+    except Exception:  # never raise from napari_get_reader
+        return None
+    return None
+
+
+def _csv_is_index(path: str) -> bool:
+    """A phantom manifest or a ``pandg index`` CSV (subject and image columns)?"""
+    import csv
+
+    with open(path, newline="") as fh:
+        header = next(csv.reader(fh), [])
+    return {"subject", "image"} <= {h.strip() for h in header}
+
+
+def _label_colormap() -> dict[str, Any]:
+    """``{"colormap": DirectLabelColormap}`` with the AMOS colours, ``{}`` without napari."""
+    try:
+        from napari.utils.colormaps import DirectLabelColormap
+
+        from napari_pandg.labels import colour_dict
+
+        return {"colormap": DirectLabelColormap(color_dict=colour_dict())}
+    except Exception:
+        return {}
+
+
+def layer_data(vol) -> LayerData:
+    """Volume -> napari LayerData tuple (labels get opacity 0.5 and the AMOS colours)."""
+    data, kwargs = to_napari(vol)
+    if vol.is_label:
+        kwargs.update(_label_colormap())
+        kwargs["opacity"] = 0.5
+        return data, kwargs, "labels"
+    return data, kwargs, "image"
+
+
+def read_nifti(path: str | Sequence[str]) -> list[LayerData]:
+    """Read one or several NIfTI files; labels are recognised by path or values."""
+    paths = [path] if isinstance(path, str | os.PathLike) else list(path)
+    out = []
+    for p in paths:
+        vol = load_volume(p, is_label="auto", subject=nifti_stem(p))
+        out.append(layer_data(vol))
+    return sorted(out, key=lambda ld: ld[2] == "labels")  # images below labels
+
+
+def read_dataset_folder(path: str | Sequence[str]) -> list[LayerData]:
+    """Open the first subject of a dataset folder, manifest or index CSV (all its
+    sequences and labels)."""
+    from napari_pandg.io.index import build_index, read_index
+
+    root = os.fspath(path if isinstance(path, str | os.PathLike) else path[0])
+    if root.lower().endswith(".csv"):
+        df = read_index(root)
+        if "layout" not in df:  # a phantom manifest: relative paths, pandg builder
+            df = build_index(root, layout="pandg")
+    else:
+        df = build_index(root)
+    subjects = list(dict.fromkeys(df["subject"]))
+    first = subjects[0]
+    if len(subjects) > 1:
+        warnings.warn(
+            f"{root}: {len(df)} images of {len(subjects)} subjects indexed; opened subject {first!r} only. Use `pandg index` and the napari-pandg "
+            "widgets to browse the others.",
+            UserWarning,
+            stacklevel=2,
+        )
+    rows = df[df["subject"] == first]
+    images, labels, seen = [], [], set()
+    for row in rows.to_dict("records"):
+        tags = {"subject": str(row["subject"]), "center": str(row["center"]), "sequence": str(row["sequence"])}
+        images.append(layer_data(load_volume(row["image"], **tags)))
+        lab = row.get("label")
+        if isinstance(lab, str) and lab and lab not in seen:
+            seen.add(lab)
+            vol = load_volume(lab, is_label=True, label_map=row.get("label_map") or None, **tags)
+            labels.append(layer_data(vol))
+    return images + labels
