@@ -35,17 +35,12 @@ def label_colormap() -> Any:
     return DirectLabelColormap(color_dict=colour_dict())
 
 
-def image_contrast_limits(array: np.ndarray) -> tuple[float, float]:
-    """MRI display window: 0.5-99.5 percentiles of the foreground (voxels > 0)."""
-    fg = array[array > 0]
-    if fg.size == 0:
-        return float(array.min()), float(array.max()) + 1e-6
-    lo, hi = np.percentile(fg, [0.5, 99.5])
-    return float(lo), float(max(hi, lo + 1e-6))
+def volume_layerdata(vol: Volume, *, opacity: float = 0.5) -> LayerData:
+    """One Volume as an image or labels LayerData in true world mm.
 
-
-def volume_layerdata(vol: Volume, *, opacity: float = 0.45) -> LayerData:
-    """One Volume as an image or labels LayerData in true world mm."""
+    Images keep :func:`napari_pandg.io.to_napari`'s grey colormap and robust contrast
+    limits; labels get the fixed AMOS organ colours and an organ-name features table.
+    """
     data, kwargs = to_napari(vol)
     if vol.is_label:
         kwargs.update(
@@ -54,10 +49,6 @@ def volume_layerdata(vol: Volume, *, opacity: float = 0.45) -> LayerData:
             features=label_features(np.unique(data)),
         )
         return data, kwargs, "labels"
-    kwargs.update(
-        colormap="gray",
-        contrast_limits=image_contrast_limits(data),
-    )
     return data, kwargs, "image"
 
 
@@ -76,22 +67,23 @@ def iter_subject_layerdata(
     rows = rows.reset_index(drop=True)
     total = count_layers(rows, labels)
     done = 0
-    label_loaded = False
+    pending_labels: list[tuple[str, dict[str, str], str | None]] = []
     for _, row in rows.iterrows():
         if cancelled is not None and cancelled():
             return
         meta = dict(subject=str(row["subject"]), center=str(row["center"]), sequence=str(row["sequence"]))
-        img = load_volume(row["image"], **meta)
         done += 1
-        yield done, total, volume_layerdata(img)
-        want = labels == "all" or (labels == "first" and not label_loaded)
+        yield done, total, volume_layerdata(load_volume(row["image"], **meta))
+        want = labels == "all" or (labels == "first" and not pending_labels)
         if want and isinstance(row.get("label"), str) and row["label"]:
             label_map = row.get("label_map")
-            label_map = label_map if isinstance(label_map, str) and label_map else None
-            lab = load_volume(row["label"], is_label=True, label_map=label_map, **meta)
-            label_loaded = True
-            done += 1
-            yield done, total, volume_layerdata(lab)
+            pending_labels.append((row["label"], meta, label_map if isinstance(label_map, str) and label_map else None))
+    # labels last, so that they are drawn on top of every image
+    for path, meta, label_map in pending_labels:
+        if cancelled is not None and cancelled():
+            return
+        done += 1
+        yield done, total, volume_layerdata(load_volume(path, is_label=True, label_map=label_map, **meta))
 
 
 def _has_label(rows: pd.DataFrame) -> pd.Series:

@@ -14,7 +14,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from napari_pandg.io.napari_layers import to_napari
 from napari_pandg.io.nifti import is_nifti_path, load_volume, nifti_stem
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -55,42 +54,20 @@ def _csv_is_index(path: str) -> bool:
     return {"subject", "image"} <= {h.strip() for h in header}
 
 
-def _label_colormap() -> dict[str, Any]:
-    """``{"colormap": DirectLabelColormap}`` with the AMOS colours, ``{}`` without napari."""
-    try:
-        from napari.utils.colormaps import DirectLabelColormap
-
-        from napari_pandg.labels import colour_dict
-
-        return {"colormap": DirectLabelColormap(color_dict=colour_dict())}
-    except Exception:
-        return {}
-
-
-def layer_data(vol) -> LayerData:
-    """Volume -> napari LayerData tuple (labels get opacity 0.5 and the AMOS colours)."""
-    data, kwargs = to_napari(vol)
-    if vol.is_label:
-        kwargs.update(_label_colormap())
-        kwargs["opacity"] = 0.5
-        return data, kwargs, "labels"
-    return data, kwargs, "image"
-
-
 def read_nifti(path: str | Sequence[str]) -> list[LayerData]:
     """Read one or several NIfTI files; labels are recognised by path or values."""
+    from napari_pandg.layerdata import volume_layerdata
+
     paths = [path] if isinstance(path, str | os.PathLike) else list(path)
-    out = []
-    for p in paths:
-        vol = load_volume(p, is_label="auto", subject=nifti_stem(p))
-        out.append(layer_data(vol))
+    out = [volume_layerdata(load_volume(p, is_label="auto", subject=nifti_stem(p))) for p in paths]
     return sorted(out, key=lambda ld: ld[2] == "labels")  # images below labels
 
 
 def read_dataset_folder(path: str | Sequence[str]) -> list[LayerData]:
-    """Open the first subject of a dataset folder, manifest or index CSV (all its
-    sequences and labels)."""
+    """Open the first subject of a dataset folder, manifest or index CSV: all its
+    sequences, aligned in world mm, and one label layer."""
     from napari_pandg.io.index import build_index, read_index
+    from napari_pandg.layerdata import iter_subject_layerdata
 
     root = os.fspath(path if isinstance(path, str | os.PathLike) else path[0])
     if root.lower().endswith(".csv"):
@@ -103,19 +80,10 @@ def read_dataset_folder(path: str | Sequence[str]) -> list[LayerData]:
     first = subjects[0]
     if len(subjects) > 1:
         warnings.warn(
-            f"{root}: {len(df)} images of {len(subjects)} subjects indexed; opened subject {first!r} only. Use `pandg index` and the napari-pandg "
-            "widgets to browse the others.",
+            f"{root}: {len(df)} images of {len(subjects)} subjects indexed; opened subject {first!r} "
+            "only. Use the napari-pandg Dataset widget (or `pandg index`) to browse the others.",
             UserWarning,
             stacklevel=2,
         )
     rows = df[df["subject"] == first]
-    images, labels, seen = [], [], set()
-    for row in rows.to_dict("records"):
-        tags = {"subject": str(row["subject"]), "center": str(row["center"]), "sequence": str(row["sequence"])}
-        images.append(layer_data(load_volume(row["image"], **tags)))
-        lab = row.get("label")
-        if isinstance(lab, str) and lab and lab not in seen:
-            seen.add(lab)
-            vol = load_volume(lab, is_label=True, label_map=row.get("label_map") or None, **tags)
-            labels.append(layer_data(vol))
-    return images + labels
+    return [ld for _, _, ld in iter_subject_layerdata(rows, labels="first")]
