@@ -1,0 +1,649 @@
+"""3D box/point prompting, propagation and correction on a volume (Qt-free).
+
+Axis convention (the same as the ``pandg sam`` CLI)
+---------------------------------------------------
+Volumes and 3D masks are numpy arrays in NIfTI storage order ``(X, Y, Z)`` = ``Volume.array``.
+Slice ``z`` is ``array[:, :, z]``; the model sees it as the 2D image ``array[:, :, z].T`` (rows = Y,
+columns = X). Prompts are voxel indices of the stored array:
+
+* ``box = (x0, y0, x1, y1)``: x along the first axis, y along the second axis (corners inclusive,
+  in any order);
+* ``points = [(x, y, +1 | -1), ...]``: +1 (or 1 / '+' / True) positive, -1 (or 0 / '-') negative.
+
+2D masks going in and out (``preview``, ``callback``, ``correct(mask2d=...)``) are ``(X, Y)``
+arrays, i.e. ``mask3d[:, :, z] == mask2d``. 3D masks are ``uint8`` ``(X, Y, Z)``.
+
+Protocol (MedSAM2 ``medsam2_infer_3D_CT.py``): prompts on the key slice -> propagate forward from
+the key slice -> reset the tracking state, prompts again -> propagate in reverse -> union of
+``logits > 0`` -> largest 3D connected component (26-connectivity, as ``skimage.measure.label``).
+See ``docs/sam.md`` for the correction design and the differences from the reference.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from napari_pandg.sam.errors import SamPromptError, SamStateError
+from napari_pandg.sam.preprocess import normalize_volume
+
+#: callback(z, mask2d_xy, done, total) -> False to stop
+Callback = Callable[[int, np.ndarray, int, int], Any]
+
+_OBJ_ID = 1
+
+
+@dataclass
+class _Anchor:
+    """A conditioning slice: point/box prompts or a 2D mask (model orientation (Y, X))."""
+
+    points: np.ndarray | None = None  # (N, 2) float32 (x, y); box corners first
+    labels: np.ndarray | None = None  # (N,) int32 in {0, 1, 2, 3}
+    mask: np.ndarray | None = None  # bool (H, W) = (Y, X)
+
+
+@dataclass
+class _SlicePrompts:
+    """Prompts given so far on one slice (clicks accumulate until a new box)."""
+
+    box: tuple[float, float, float, float] | None = None
+    points: list[tuple[float, float, int]] = field(default_factory=list)
+
+
+@dataclass
+class _Snapshot:
+    mask: np.ndarray | None
+    committed: np.ndarray | None
+    anchors: dict[int, _Anchor]
+    prompts: dict[int, _SlicePrompts]
+    z_range: tuple[int, int] | None
+
+
+def _parse_label(v: Any) -> int:
+    if isinstance(v, str):
+        s = v.strip()
+        if s in ("+", "+1", "1", "pos", "positive"):
+            return 1
+        if s in ("-", "-1", "0", "neg", "negative"):
+            return 0
+        raise SamPromptError(f"point label {v!r} must be '+' or '-'")
+    if isinstance(v, (bool, np.bool_)):
+        return int(bool(v))
+    try:
+        f = float(v)
+    except (TypeError, ValueError) as exc:
+        raise SamPromptError(f"point label {v!r} must be +1 / -1") from exc
+    if f > 0:
+        return 1
+    if f in (0.0, -1.0) or f < 0:
+        return 0
+    raise SamPromptError(f"point label {v!r} must be +1 / -1")
+
+
+def largest_connected_component(mask: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+    """Largest 3D connected component (full connectivity, as MedSAM2 ``getLargestCC``).
+
+    ``keep`` (bool, same shape): components touching it are kept as well (used for corrections).
+    """
+    from scipy import ndimage
+
+    m = np.asarray(mask, dtype=bool)
+    if not m.any():
+        return m.copy()
+    labels, n = ndimage.label(m, structure=np.ones((3,) * m.ndim, dtype=bool))
+    if n <= 1:
+        return m.copy()
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    keep_ids = {int(np.argmax(counts))}
+    if keep is not None:
+        keep_ids.update(int(i) for i in np.unique(labels[keep & m]) if i)
+    return np.isin(labels, sorted(keep_ids))
+
+
+class VolumeSegmenter:
+    """MedSAM2 box-and-propagate segmentation with corrections, undo and commit.
+
+    Not thread-safe: call it from one worker thread at a time (the callback runs in that thread).
+    """
+
+    def __init__(
+        self,
+        engine,
+        *,
+        modality: str = "mri",
+        window: str | tuple[float, float] | None = None,
+        keep_largest: bool = True,
+        max_cached_slices: int | None = None,
+        max_undo: int = 20,
+    ):
+        self.engine = engine
+        self.modality = modality
+        self.window = window
+        self.keep_largest = keep_largest
+        self.max_cached_slices = max_cached_slices
+        self.max_undo = int(max_undo)
+        self.last_cancelled = False
+        self._vol: np.ndarray | None = None  # uint8 (Z, Y, X)
+        self._frames = None
+        self._cache = None
+        self._mask: np.ndarray | None = None  # bool (Z, Y, X)
+        self._committed: np.ndarray | None = None  # uint8 (Z, Y, X)
+        self._anchors: dict[int, _Anchor] = {}
+        self._prompts: dict[int, _SlicePrompts] = {}
+        self._z_range: tuple[int, int] | None = None
+        self._undo: list[_Snapshot] = []
+
+    # ------------------------------------------------------------------ volume
+    def set_volume(
+        self,
+        array,
+        modality: str | None = None,
+        window: str | tuple[float, float] | None = None,
+    ) -> None:
+        """Normalise a (X, Y, Z) volume (MedSAM2 MRI/CT recipe); slices are encoded lazily.
+
+        Accepts a numpy array or a :class:`napari_pandg.volume.Volume`. Clears the feature cache,
+        the current object, the committed labels and the undo history.
+        """
+        from napari_pandg.sam.predictor import FeatureCache, LazySlices
+
+        arr = getattr(array, "array", array)
+        arr = np.asarray(arr)
+        if arr.ndim != 3:
+            raise SamPromptError(f"SAM needs a 3D image (X, Y, Z), got shape {arr.shape}")
+        if min(arr.shape) < 1 or arr.shape[0] < 2 or arr.shape[1] < 2:
+            raise SamPromptError(f"image too small for SAM: shape {arr.shape}")
+        if modality is not None:
+            self.modality = modality
+        if window is not None:
+            self.window = window
+        u8 = normalize_volume(arr, self.modality, self.window)
+        self._vol = np.ascontiguousarray(u8.transpose(2, 1, 0))  # (Z, Y, X)
+        self._frames = LazySlices(self._vol, self.engine.image_size)
+        self._cache = FeatureCache(self.max_cached_slices)
+        self._mask = None
+        self._committed = np.zeros(self._vol.shape, dtype=np.uint8)
+        self._anchors = {}
+        self._prompts = {}
+        self._z_range = None
+        self._undo = []
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Volume shape (X, Y, Z)."""
+        v = self._need_volume()
+        return (int(v.shape[2]), int(v.shape[1]), int(v.shape[0]))
+
+    @property
+    def num_slices(self) -> int:
+        return int(self._need_volume().shape[0])
+
+    @property
+    def normalized(self) -> np.ndarray:
+        """The uint8 volume the model sees, (X, Y, Z) (a view)."""
+        return self._need_volume().transpose(2, 1, 0)
+
+    @property
+    def encoded_slices(self) -> list[int]:
+        return sorted(self._cache._fpn) if self._cache is not None else []
+
+    @property
+    def cache_nbytes(self) -> int:
+        return self._cache.nbytes if self._cache is not None else 0
+
+    @property
+    def encoder_calls(self) -> int:
+        return self.engine.encoder_calls
+
+    def encode(
+        self,
+        slices: Iterable[int] | None = None,
+        callback: Callable[[int, int, int], Any] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> int:
+        """Encode (and cache) slices ahead of time; ``callback(z, done, total)``. Returns count."""
+        import torch
+
+        self._need_volume()
+        zs = list(range(self.num_slices)) if slices is None else [int(z) for z in slices]
+        state = self._new_state()
+        done = 0
+        with torch.inference_mode(), self.engine.autocast():
+            for z in zs:
+                if cancel is not None and cancel.is_set():
+                    break
+                self._check_z(z)
+                self.engine.model._get_image_feature(state, z, 1)
+                done += 1
+                if callback is not None and callback(z, done, len(zs)) is False:
+                    break
+        return done
+
+    # ------------------------------------------------------------------ object state
+    @property
+    def mask(self) -> np.ndarray | None:
+        """Current object, uint8 (X, Y, Z), or None."""
+        if self._mask is None:
+            return None
+        return self._mask.transpose(2, 1, 0).astype(np.uint8)
+
+    @property
+    def committed(self) -> np.ndarray:
+        """Committed objects, uint8 label map (X, Y, Z)."""
+        self._need_volume()
+        return self._committed.transpose(2, 1, 0).copy()
+
+    @property
+    def anchors(self) -> list[int]:
+        """Slices that condition the propagation (key slice and corrected slices)."""
+        return sorted(self._anchors)
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    def set_mask(self, mask3d: np.ndarray) -> None:
+        """Start from an existing 3D mask (X, Y, Z) (DG model output, label file, ...).
+
+        Non-zero voxels are the object. Clears anchors/prompts; undoable.
+        """
+        v = self._need_volume()
+        m = np.asarray(mask3d)
+        if m.shape != self.shape:
+            raise SamPromptError(f"mask shape {m.shape} differs from the volume's {self.shape}")
+        self._push_undo()
+        self._mask = np.ascontiguousarray(m.transpose(2, 1, 0) != 0)
+        assert self._mask.shape == v.shape
+        self._anchors = {}
+        self._prompts = {}
+        self._z_range = None
+
+    def clear(self) -> None:
+        """Drop the current object (undoable)."""
+        self._need_volume()
+        self._push_undo()
+        self._mask = None
+        self._anchors = {}
+        self._prompts = {}
+        self._z_range = None
+
+    def undo(self) -> np.ndarray | None:
+        """Restore the state before the last propagate / correct / set_mask / commit / clear."""
+        if not self._undo:
+            raise SamStateError("nothing to undo")
+        s = self._undo.pop()
+        self._mask, self._committed = s.mask, s.committed
+        self._anchors, self._prompts, self._z_range = s.anchors, s.prompts, s.z_range
+        return self.mask
+
+    def commit(self, label_id: int = 10, overwrite: bool = False) -> np.ndarray:
+        """Write the current object into the committed label map under ``label_id``.
+
+        ``overwrite=False`` leaves voxels that already carry another committed label alone.
+        The current object, anchors and prompts are cleared (undoable). Returns the label map.
+        """
+        self._need_volume()
+        if not 1 <= int(label_id) <= 255:
+            raise SamPromptError(f"label_id must be in 1..255, got {label_id}")
+        if self._mask is None or not self._mask.any():
+            raise SamStateError("no current object to commit")
+        self._push_undo()
+        committed = self._committed.copy()
+        target = self._mask if overwrite else (self._mask & (committed == 0))
+        committed[target] = int(label_id)
+        self._committed = committed
+        self._mask = None
+        self._anchors = {}
+        self._prompts = {}
+        self._z_range = None
+        return self.committed
+
+    # ------------------------------------------------------------------ prompting
+    def preview(
+        self,
+        z: int,
+        box: Sequence[float] | None = None,
+        points: Sequence[Sequence[Any]] | None = None,
+    ) -> np.ndarray:
+        """2D mask (X, Y) for the prompts on slice ``z`` alone (no memory), at once.
+
+        Equal to the key-slice result of :meth:`propagate` with the same prompts. Does not
+        change the current object.
+        """
+        z = self._check_z(z)
+        pts, labels, _, _ = self._prompt_arrays(z, box, points)
+        logits = self._predict_slice(z, pts, labels)
+        return (logits > 0).T.astype(np.uint8)
+
+    def propagate(
+        self,
+        z: int,
+        box: Sequence[float] | None = None,
+        points: Sequence[Sequence[Any]] | None = None,
+        z_range: tuple[int, int] | None = None,
+        direction: str = "both",
+        callback: Callback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> np.ndarray:
+        """New object from prompts on key slice ``z``, propagated through the volume.
+
+        ``z_range``: inclusive (z_lo, z_hi) limit (default: all slices; slices outside stay 0).
+        ``direction``: 'both' | 'forward' (increasing z) | 'backward' (decreasing z).
+        ``callback(z, mask2d_xy, done, total)`` after each slice (key slice once); returning
+        False, or setting ``cancel``, stops early: the slices done so far are kept (undoable) and
+        ``last_cancelled`` is True. Returns the uint8 (X, Y, Z) mask, also the current object.
+        """
+        z = self._check_z(z)
+        lo, hi = self._check_range(z, z_range)
+        direction = self._check_direction(direction)
+        pts, labels, box_t, pt_list = self._prompt_arrays(z, box, points)
+        anchors = {z: _Anchor(points=pts, labels=labels)}
+        visited = self._run_passes(z, anchors, lo, hi, direction, callback, cancel)
+        mask = np.zeros(self._vol.shape, dtype=bool)
+        for zz, m in visited.items():
+            mask[zz] = m
+        if self.keep_largest:
+            mask = largest_connected_component(mask)
+        self._push_undo()
+        self._mask = mask
+        self._anchors = anchors
+        self._prompts = {z: _SlicePrompts(box=box_t, points=pt_list)}
+        self._z_range = (lo, hi)
+        return self.mask
+
+    def correct(
+        self,
+        z: int,
+        points: Sequence[Sequence[Any]] | None = None,
+        box: Sequence[float] | None = None,
+        mask2d: np.ndarray | None = None,
+        *,
+        z_range: tuple[int, int] | None = None,
+        direction: str = "both",
+        bounded: bool = True,
+        span: int | None = None,
+        callback: Callback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> np.ndarray:
+        """Correct slice ``z`` of the current object, then re-propagate from it.
+
+        * ``mask2d`` alone (X, Y): the slice becomes exactly that mask (painted / erased slice).
+        * ``points`` and/or ``box``: SAM on slice ``z`` with these prompts plus the earlier clicks
+          on the slice (a new box clears them) and the current slice mask (or ``mask2d``) as
+          the mask prompt; the result becomes the slice's mask.
+
+        The corrected slice becomes a conditioning slice ("anchor"), kept with all earlier ones.
+        Re-propagation starts at ``z`` in ``direction`` and, with ``bounded``, stops before the
+        next anchor on each side; ``span`` caps the slices per direction; ``z_range`` defaults to
+        that of the last :meth:`propagate`. Slices not visited keep their current mask. Cached
+        slice features are reused (no re-encoding). Returns the new uint8 (X, Y, Z) mask.
+        """
+        v = self._need_volume()
+        z = self._check_z(z)
+        direction = self._check_direction(direction)
+        if points is None and box is None and mask2d is None:
+            raise SamPromptError("correct() needs points, a box or a 2D mask")
+        if z_range is None:
+            z_range = self._z_range
+        lo, hi = self._check_range(z, z_range)
+        current = self._mask if self._mask is not None else np.zeros(v.shape, dtype=bool)
+
+        prior = current[z]
+        if mask2d is not None:
+            m2 = np.asarray(mask2d)
+            if m2.shape != (v.shape[2], v.shape[1]):
+                raise SamPromptError(
+                    f"mask2d must be (X, Y) = {(v.shape[2], v.shape[1])}, got {m2.shape}"
+                )
+            prior = m2.T != 0
+        prompts = self._prompts.get(z, _SlicePrompts())
+        if points is None and box is None:
+            new2d = prior.copy()
+            new_prompts = _SlicePrompts()
+        else:
+            old_points = [] if box is not None else list(prompts.points)
+            use_box = box if box is not None else prompts.box
+            pts, labels, box_t, pt_list = self._prompt_arrays(
+                z, use_box, [*old_points, *(points or [])], allow_negative_only=bool(prior.any())
+            )
+            prior_logits = None
+            if prior.any():
+                prior_logits = np.where(prior, 10.0, -10.0).astype(np.float32)
+            new2d = self._predict_slice(z, pts, labels, prior_logits) > 0
+            new_prompts = _SlicePrompts(box=box_t, points=pt_list)
+
+        anchors = dict(self._anchors)
+        anchors[z] = _Anchor(mask=new2d)
+        f_lo, f_hi = lo, hi
+        if bounded:
+            above = [a for a in anchors if a > z]
+            below = [a for a in anchors if a < z]
+            if above:
+                f_hi = min(f_hi, min(above) - 1)
+            if below:
+                f_lo = max(f_lo, max(below) + 1)
+        if span is not None:
+            f_lo, f_hi = max(f_lo, z - int(span)), min(f_hi, z + int(span))
+        f_lo, f_hi = min(f_lo, z), max(f_hi, z)
+        visited = self._run_passes(z, anchors, f_lo, f_hi, direction, callback, cancel)
+        mask = current.copy()
+        for zz, m in visited.items():
+            mask[zz] = m
+        mask[z] = new2d
+        if self.keep_largest:
+            keep = np.zeros_like(mask)
+            for az, a in anchors.items():
+                if a.mask is not None:
+                    keep[az] = a.mask
+            mask = largest_connected_component(mask, keep=keep)
+        self._push_undo()
+        self._mask = mask
+        self._anchors = anchors
+        self._prompts = {**self._prompts, z: new_prompts}
+        if self._z_range is None and z_range is not None:
+            self._z_range = (lo, hi)
+        return self.mask
+
+    # ------------------------------------------------------------------ internals
+    def _need_volume(self) -> np.ndarray:
+        if self._vol is None:
+            raise SamStateError("no volume: call set_volume() first")
+        return self._vol
+
+    def _check_z(self, z) -> int:
+        n = self.num_slices
+        try:
+            zi = int(z)
+        except (TypeError, ValueError) as exc:
+            raise SamPromptError(f"slice index {z!r} is not an integer") from exc
+        if zi != z or not 0 <= zi < n:
+            raise SamPromptError(f"slice {z} outside the volume (0..{n - 1})")
+        return zi
+
+    def _check_range(self, z: int, z_range) -> tuple[int, int]:
+        n = self.num_slices
+        if z_range is None:
+            return 0, n - 1
+        lo, hi = (int(v) for v in z_range)
+        if lo > hi:
+            lo, hi = hi, lo
+        lo, hi = max(lo, 0), min(hi, n - 1)
+        if not lo <= z <= hi:
+            raise SamPromptError(f"slice {z} is outside z_range ({lo}, {hi})")
+        return lo, hi
+
+    @staticmethod
+    def _check_direction(direction: str) -> str:
+        d = str(direction).lower()
+        aliases = {"reverse": "backward", "backwards": "backward", "forwards": "forward"}
+        d = aliases.get(d, d)
+        if d not in ("both", "forward", "backward"):
+            raise SamPromptError(f"direction must be 'both', 'forward' or 'backward', not {direction!r}")
+        return d
+
+    def _prompt_arrays(self, z, box, points, allow_negative_only: bool = False):
+        """Validate prompts (X/Y voxel indices) -> sam2 (x, y) points + labels."""
+        v = self._need_volume()
+        h, w = int(v.shape[1]), int(v.shape[2])  # rows = Y, columns = X
+        if box is None and not points:
+            raise SamPromptError("no prompts: give a box and/or points")
+        if not v[z].any():
+            raise SamPromptError(f"slice {z} is empty (all zeros after normalisation): nothing to segment")
+        coords: list[tuple[float, float]] = []
+        labels: list[int] = []
+        box_t = None
+        if box is not None:
+            try:
+                x0, y0, x1, y1 = (float(c) for c in box)
+            except (TypeError, ValueError) as exc:
+                raise SamPromptError(f"box must be (x0, y0, x1, y1), got {box!r}") from exc
+            if not all(np.isfinite([x0, y0, x1, y1])):
+                raise SamPromptError(f"box {box!r} is not finite")
+            x0, x1 = sorted((x0, x1))
+            y0, y1 = sorted((y0, y1))
+            if x0 < -0.5 or y0 < -0.5 or x1 > w - 0.5 or y1 > h - 0.5:
+                raise SamPromptError(
+                    f"box (x0={x0:g}, y0={y0:g}, x1={x1:g}, y1={y1:g}) is outside the slice "
+                    f"(x 0..{w - 1}, y 0..{h - 1})"
+                )
+            if x1 - x0 <= 0 or y1 - y0 <= 0:
+                raise SamPromptError(f"box {box!r} has zero area")
+            x0, x1 = max(x0, 0.0), min(x1, w - 1.0)
+            y0, y1 = max(y0, 0.0), min(y1, h - 1.0)
+            box_t = (x0, y0, x1, y1)
+            coords += [(x0, y0), (x1, y1)]
+            labels += [2, 3]
+        pt_list: list[tuple[float, float, int]] = []
+        for p in points or []:
+            if len(p) != 3:
+                raise SamPromptError(f"point {p!r} must be (x, y, +1/-1)")
+            x, y = float(p[0]), float(p[1])
+            lab = _parse_label(p[2])
+            if not (np.isfinite(x) and np.isfinite(y)) or not (
+                -0.5 <= x <= w - 0.5 and -0.5 <= y <= h - 0.5
+            ):
+                raise SamPromptError(
+                    f"point (x={x:g}, y={y:g}) is outside the slice (x 0..{w - 1}, y 0..{h - 1})"
+                )
+            coords.append((x, y))
+            labels.append(lab)
+            pt_list.append((x, y, 1 if lab else -1))
+        if labels and all(lab == 0 for lab in labels) and not allow_negative_only:
+            raise SamPromptError("only negative points: add a box or a positive point")
+        return (
+            np.asarray(coords, dtype=np.float32),
+            np.asarray(labels, dtype=np.int32),
+            box_t,
+            pt_list,
+        )
+
+    def _new_state(self):
+        v = self._need_volume()
+        return self.engine.model.init_state(
+            self._frames,
+            video_height=int(v.shape[1]),
+            video_width=int(v.shape[2]),
+            feature_cache=self._cache,
+        )
+
+    def _predict_slice(self, z, pts, labels, prior_logits=None) -> np.ndarray:
+        import torch
+
+        state = self._new_state()
+        prior = torch.from_numpy(prior_logits) if prior_logits is not None else None
+        with torch.inference_mode(), self.engine.autocast():
+            logits, _ = self.engine.model.predict_slice(state, z, pts, labels, prior)
+        return logits.float().cpu().numpy()
+
+    def _add_anchors(self, state, anchors: dict[int, _Anchor]) -> None:
+        import torch
+
+        model = self.engine.model
+        for az in sorted(anchors):
+            a = anchors[az]
+            if a.mask is not None:
+                model.add_new_mask(state, az, _OBJ_ID, torch.from_numpy(a.mask))
+            else:
+                model.add_new_points_or_box(
+                    state, az, _OBJ_ID, points=a.points, labels=a.labels, clear_old_points=True
+                )
+
+    def _run_passes(
+        self,
+        start: int,
+        anchors: dict[int, _Anchor],
+        lo: int,
+        hi: int,
+        direction: str,
+        callback: Callback | None,
+        cancel: threading.Event | None,
+    ) -> dict[int, np.ndarray]:
+        """MedSAM2 two-pass propagation from ``start`` within [lo, hi]; {z: bool (Y, X)}."""
+        import torch
+
+        self.last_cancelled = False
+        passes = []
+        if direction in ("both", "forward"):
+            passes.append(False)
+        if direction in ("both", "backward"):
+            passes.append(True)
+        total = {"both": hi - lo + 1, "forward": hi - start + 1, "backward": start - lo + 1}[direction]
+        results: dict[int, np.ndarray] = {}
+        done = 0
+        model = self.engine.model
+        with torch.inference_mode(), self.engine.autocast():
+            for reverse in passes:
+                if cancel is not None and cancel.is_set():
+                    self.last_cancelled = True
+                    break
+                # a fresh state per direction == MedSAM2's reset_state + re-adding the prompt
+                state = self._new_state()
+                self._add_anchors(state, anchors)
+                n = (start - lo) if reverse else (hi - start)
+                call_reverse = reverse
+                if reverse and start == 0:
+                    # upstream skips reverse tracking from slice 0; still report the key slice
+                    call_reverse, n = False, 0
+                gen = model.propagate_in_video(
+                    state, start_frame_idx=start, max_frame_num_to_track=n, reverse=call_reverse
+                )
+                try:
+                    for fidx, _, logits in gen:
+                        m = (logits[0, 0] > 0.0).cpu().numpy()
+                        a = anchors.get(fidx)
+                        if a is not None and a.mask is not None:
+                            m = a.mask.copy()
+                        if fidx in results:
+                            results[fidx] |= m  # MedSAM2: union of the two passes
+                            continue
+                        results[fidx] = m
+                        done += 1
+                        stop = False
+                        if callback is not None:
+                            stop = callback(fidx, m.T.astype(np.uint8), done, total) is False
+                        if stop or (cancel is not None and cancel.is_set()):
+                            self.last_cancelled = True
+                            break
+                finally:
+                    gen.close()
+                if self.last_cancelled:
+                    break
+        return results
+
+    def _push_undo(self) -> None:
+        self._undo.append(
+            _Snapshot(
+                mask=self._mask,
+                committed=self._committed,
+                anchors=dict(self._anchors),
+                prompts={k: _SlicePrompts(v.box, list(v.points)) for k, v in self._prompts.items()},
+                z_range=self._z_range,
+            )
+        )
+        if len(self._undo) > self.max_undo:
+            del self._undo[0]
