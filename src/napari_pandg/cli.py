@@ -159,6 +159,8 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- sam
 def _add_sam(sub: argparse._SubParsersAction) -> None:
+    from napari_pandg.sam.cli import add_sam_arguments
+
     p = sub.add_parser(
         "sam",
         help="MedSAM2 / SAM2 zero-shot 3D segmentation from a box (and points) on one slice",
@@ -166,36 +168,18 @@ def _add_sam(sub: argparse._SubParsersAction) -> None:
             "Prompt SAM2/MedSAM2 on one slice and propagate through the volume. Coordinates are "
             "voxel indices of the NIfTI array as stored: X along its first axis, Y along its "
             "second, Z the slice index along its third. The output has the input's affine and "
-            "shape. Weights are never downloaded: --checkpoint is a local file."
+            "shape. Weights are never downloaded: --checkpoint is a local file "
+            "(MedSAM2_latest.pt = sam2.1_hiera_t at --image-size 512)."
         ),
     )
-    p.add_argument("--checkpoint", required=True, type=Path, help="e.g. MedSAM2_latest.pt")
-    p.add_argument("--input", required=True, type=Path, help="input image (.nii/.nii.gz)")
-    p.add_argument("--box", required=True, help="Z,X0,Y0,X1,Y1 on the key slice Z")
-    p.add_argument("--points", default=None, help="Z,X,Y,+|-;Z,X,Y,+|- (optional)")
-    p.add_argument("--config", default="sam2.1_hiera_t", help="sam2.1 config (default: MedSAM2's)")
-    p.add_argument("--image-size", type=int, default=512)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--output", required=True, type=Path)
-    p.add_argument("--overwrite", action="store_true")
+    add_sam_arguments(p)
     p.set_defaults(func=_run_sam)
 
 
 def _run_sam(args: argparse.Namespace) -> int:
-    from napari_pandg.sam import run_sam_cli
+    from napari_pandg.sam.cli import run_from_args
 
-    out = run_sam_cli(
-        checkpoint=args.checkpoint,
-        input_path=args.input,
-        output_path=args.output,
-        box=args.box,
-        points=args.points,
-        config=args.config,
-        image_size=args.image_size,
-        device=args.device,
-        overwrite=args.overwrite,
-    )
-    print(f"wrote {out}")
+    print(f"wrote {run_from_args(args)}")
     return 0
 
 
@@ -217,15 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth(sub)
     _add_index(sub)
     _add_demo(sub)
-    if _sam_available():
-        _add_sam(sub)
+    _add_sam(sub)
     return parser
-
-
-def _sam_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("napari_pandg.sam") is not None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -234,9 +211,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from napari_pandg.sam.errors import SamError
+
     try:
         return int(args.func(args) or 0)
-    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+    except (FileExistsError, FileNotFoundError, ValueError, SamError) as exc:
         # Library errors carry the file and the fix; show them without a traceback.
         print(f"pandg {args.command}: error: {exc}", file=sys.stderr)
         return 2

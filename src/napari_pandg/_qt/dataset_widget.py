@@ -135,7 +135,7 @@ class DatasetWidget(QWidget):
 
         self.status.setText(f"Indexing {path} …")
         self.progress.setRange(0, 0)  # busy indicator
-        worker = create_worker(_work)
+        worker = create_worker(_work, _ignore_errors=True)
         worker.returned.connect(self.set_index)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._idle)
@@ -223,6 +223,7 @@ class DatasetWidget(QWidget):
             rows,
             labels=labels,
             _progress={"total": total, "desc": f"Loading {subject}"},
+            _ignore_errors=True,  # errors go to _on_error (status line + notification)
         )
         worker.yielded.connect(self._add_layer)
         worker.errored.connect(self._on_error)

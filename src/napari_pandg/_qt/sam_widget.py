@@ -1,0 +1,579 @@
+"""MedSAM2 / SAM2 prompting dock widget (micro-sam layer and key conventions).
+
+Layers: ``point_prompts`` (Points, positive green / negative red), ``prompts`` (Shapes,
+rectangles = boxes), ``current_object`` and ``committed_objects`` (Labels), all created with
+the image's transform so prompts land on the right voxels.
+
+Keys: ``s`` segment slice (2D preview), ``Shift-S`` segment volume (propagate, or correct the
+current object from this slice), ``c`` commit, ``t`` toggle positive/negative, ``Shift-C``
+clear. Model work runs in thread workers; propagation streams slice by slice into
+``current_object`` and can be cancelled. The engine is :class:`napari_pandg.sam.VolumeSegmenter`.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_pandg.labels import PANCREAS
+from napari_pandg.prompting import (
+    NEGATIVE,
+    POSITIVE,
+    boxes_by_slice,
+    from_sam,
+    points_by_slice,
+    slice_from_napari,
+    slice_to_napari,
+    to_sam,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+PLUGIN = "napari-pandg"
+LAYER_NAMES = ("point_prompts", "prompts", "current_object", "committed_objects")
+
+
+class _Signals(QObject):
+    """Carries per-slice results from the worker thread to the GUI thread."""
+
+    slice_done = Signal(int, object, int, int)  # z, mask (A, R), done, total
+
+
+def _plugin_settings() -> Any | None:
+    try:
+        from napari.settings import get_plugin_settings
+
+        return get_plugin_settings(PLUGIN).sam
+    except Exception:  # settings unavailable (plugin not registered): the widget still works
+        return None
+
+
+class SamWidget(QWidget):
+    """Box/point prompting on a slice, 3D propagation, corrections, undo and commit."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.engine: Any = None
+        self.segmenter: Any = None
+        self.image_layer: Any = None
+        self._worker: Any = None
+        self._cancel = threading.Event()
+        self._signals = _Signals()
+        self._signals.slice_done.connect(self._on_slice)
+        self._build_ui()
+        self._load_settings()
+        self._refresh_layer_choices()
+        self.viewer.layers.events.inserted.connect(self._refresh_layer_choices)
+        self.viewer.layers.events.removed.connect(self._refresh_layer_choices)
+        self._bind_keys(self.viewer)
+
+    # ------------------------------------------------------------------ UI
+    def _build_ui(self) -> None:
+        from napari_pandg.sam import CONFIGS
+
+        self.ckpt_edit = QLineEdit()
+        self.ckpt_edit.setPlaceholderText("MedSAM2_latest.pt (local file)")
+        self.ckpt_btn = QPushButton("…")
+        self.config_combo = QComboBox()
+        self.config_combo.addItems(list(CONFIGS))
+        self.size_spin = QSpinBox()
+        self.size_spin.setRange(64, 2048)
+        self.size_spin.setSingleStep(64)
+        self.size_spin.setValue(512)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu", "cuda"])
+        self.load_btn = QPushButton("Load model")
+        self.model_label = QLabel("No model loaded.")
+        self.model_label.setWordWrap(True)
+        model_box = QGroupBox("Model")
+        mform = QFormLayout(model_box)
+        row = QHBoxLayout()
+        row.addWidget(self.ckpt_edit)
+        row.addWidget(self.ckpt_btn)
+        mform.addRow("Checkpoint", row)
+        mform.addRow("Config", self.config_combo)
+        mform.addRow("Image size", self.size_spin)
+        mform.addRow("Device", self.device_combo)
+        mform.addRow(self.load_btn)
+        mform.addRow(self.model_label)
+
+        self.image_combo = QComboBox()
+        self.init_btn = QPushButton("Use this image")
+        self.mask_combo = QComboBox()
+        self.mask_id_spin = QSpinBox()
+        self.mask_id_spin.setRange(1, 65535)
+        self.mask_id_spin.setValue(PANCREAS)
+        self.from_mask_btn = QPushButton("Start from labels")
+        self.from_mask_btn.setToolTip("Correct an existing mask (DG model output or label file)")
+        data_box = QGroupBox("Image")
+        dform = QFormLayout(data_box)
+        dform.addRow("Image layer", self.image_combo)
+        dform.addRow(self.init_btn)
+        mrow = QHBoxLayout()
+        mrow.addWidget(self.mask_combo)
+        mrow.addWidget(self.mask_id_spin)
+        dform.addRow("Existing mask", mrow)
+        dform.addRow(self.from_mask_btn)
+
+        self.label_combo = QComboBox()
+        self.label_combo.addItems([POSITIVE, NEGATIVE])
+        self.zlo_spin, self.zhi_spin = QSpinBox(), QSpinBox()
+        for sp in (self.zlo_spin, self.zhi_spin):
+            sp.setRange(-1, 100000)
+            sp.setValue(-1)
+            sp.setSpecialValueText("all")
+        self.direction_combo = QComboBox()
+        self.direction_combo.addItems(["both", "forward", "backward"])
+        self.commit_id_spin = QSpinBox()
+        self.commit_id_spin.setRange(1, 255)
+        self.commit_id_spin.setValue(PANCREAS)
+        self.slice_btn = QPushButton("Segment slice [S]")
+        self.volume_btn = QPushButton("Segment volume [Shift-S]")
+        self.commit_btn = QPushButton("Commit [C]")
+        self.clear_btn = QPushButton("Clear [Shift-C]")
+        self.undo_btn = QPushButton("Undo")
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        prompt_box = QGroupBox("Prompt")
+        pform = QFormLayout(prompt_box)
+        pform.addRow("New points [T]", self.label_combo)
+        zrow = QHBoxLayout()
+        zrow.addWidget(self.zlo_spin)
+        zrow.addWidget(self.zhi_spin)
+        pform.addRow("Slice range", zrow)
+        pform.addRow("Direction", self.direction_combo)
+        pform.addRow("Commit as label", self.commit_id_spin)
+        grid = QGridLayout()
+        grid.addWidget(self.slice_btn, 0, 0)
+        grid.addWidget(self.volume_btn, 0, 1)
+        grid.addWidget(self.commit_btn, 1, 0)
+        grid.addWidget(self.clear_btn, 1, 1)
+        grid.addWidget(self.undo_btn, 2, 0)
+        grid.addWidget(self.cancel_btn, 2, 1)
+        pform.addRow(grid)
+
+        self.progress = QProgressBar()
+        self.status = QLabel("Load a model, choose an image, draw a box or click points.")
+        self.status.setWordWrap(True)
+        lay = QVBoxLayout(self)
+        for w in (model_box, data_box, prompt_box, self.progress, self.status):
+            lay.addWidget(w)
+        lay.addStretch(1)
+
+        self.ckpt_btn.clicked.connect(self._choose_checkpoint)
+        self.load_btn.clicked.connect(lambda: self.load_model())
+        self.init_btn.clicked.connect(lambda: self.set_image_layer(self._selected_image()))
+        self.from_mask_btn.clicked.connect(lambda: self.start_from_labels())
+        self.label_combo.currentTextChanged.connect(self._set_point_label)
+        self.slice_btn.clicked.connect(lambda: self.segment_slice())
+        self.volume_btn.clicked.connect(lambda: self.segment_volume())
+        self.commit_btn.clicked.connect(lambda: self.commit())
+        self.clear_btn.clicked.connect(lambda: self.clear())
+        self.undo_btn.clicked.connect(lambda: self.undo())
+        self.cancel_btn.clicked.connect(self.cancel)
+
+    def _bind_keys(self, target: Any) -> None:
+        bindings = {
+            "s": lambda _=None: self.segment_slice(),
+            "Shift-S": lambda _=None: self.segment_volume(),
+            "c": lambda _=None: self.commit(),
+            "t": lambda _=None: self.toggle_point_label(),
+            "Shift-C": lambda _=None: self.clear(),
+        }
+        for key, fn in bindings.items():
+            target.bind_key(key, fn, overwrite=True)
+
+    # ------------------------------------------------------------------ settings
+    def _load_settings(self) -> None:
+        s = _plugin_settings()
+        if s is None:
+            return
+        self.ckpt_edit.setText(str(getattr(s, "checkpoint", "") or ""))
+        self.config_combo.setCurrentText(str(getattr(s, "config", "sam2.1_hiera_t")))
+        self.size_spin.setValue(int(getattr(s, "image_size", 512)))
+        self.device_combo.setCurrentText(str(getattr(s, "device", "auto")))
+
+    def _save_settings(self) -> None:
+        s = _plugin_settings()
+        if s is None:
+            return
+        try:
+            s.checkpoint = self.ckpt_edit.text()
+            s.config = self.config_combo.currentText()
+            s.image_size = self.size_spin.value()
+            s.device = self.device_combo.currentText()
+        except Exception:  # a read-only or invalid settings store must not break segmentation
+            pass
+
+    def _choose_checkpoint(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "MedSAM2 / SAM2 checkpoint", "", "PyTorch (*.pt *.pth)")
+        if path:
+            self.ckpt_edit.setText(path)
+
+    # ------------------------------------------------------------------ model
+    def load_model(self) -> Any:
+        """Load the checkpoint in a worker; remembers the choice in the plugin settings."""
+        from napari.qt.threading import create_worker
+
+        from napari_pandg.sam import load_sam_model
+
+        path = self.ckpt_edit.text().strip()
+        if not path:
+            self.status.setText("Choose a checkpoint file first (e.g. MedSAM2_latest.pt).")
+            return None
+        config, size, device = self.config_combo.currentText(), self.size_spin.value(), self.device_combo.currentText()
+        worker = create_worker(
+            load_sam_model, Path(path), config=config, image_size=size, device=device, _ignore_errors=True
+        )
+        worker.returned.connect(self.set_engine)
+        worker.returned.connect(lambda _=None: self._save_settings())
+        self.status.setText(f"Loading {Path(path).name} ({config} at {size}) …")
+        self._start(worker, busy=True)
+        return worker
+
+    def set_engine(self, engine: Any) -> None:
+        """Use an already built engine (also how tests inject a random-weight model)."""
+        from napari_pandg.sam import VolumeSegmenter
+
+        self.engine = engine
+        self.segmenter = VolumeSegmenter(engine)
+        self.model_label.setText(f"{engine!r}"[:200])
+        if self.image_layer is not None:
+            self.set_image_layer(self.image_layer)
+
+    # ------------------------------------------------------------------ layers
+    def _refresh_layer_choices(self, *_: Any) -> None:
+        import napari
+
+        images = [ly.name for ly in self.viewer.layers if isinstance(ly, napari.layers.Image) and ly.ndim == 3]
+        labels = [
+            ly.name
+            for ly in self.viewer.layers
+            if isinstance(ly, napari.layers.Labels) and ly.ndim == 3 and ly.name not in LAYER_NAMES
+        ]
+        for combo, names in ((self.image_combo, images), (self.mask_combo, labels)):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names)
+            if current in names:
+                combo.setCurrentText(current)
+            combo.blockSignals(False)
+
+    def _selected_image(self) -> Any:
+        name = self.image_combo.currentText()
+        if not name:
+            raise ValueError("no 3D image layer: open a volume first")
+        return self.viewer.layers[name]
+
+    def set_image_layer(self, layer: Any) -> None:
+        """Prompt on ``layer``: hand its array to the engine and create the prompt layers."""
+        if layer.ndim != 3:
+            raise ValueError(f"layer {layer.name!r} is {layer.ndim}D; SAM prompting needs a 3D image")
+        self.image_layer = layer
+        self._ensure_layers()
+        if self.segmenter is not None:
+            self.segmenter.set_volume(to_sam(np.asarray(layer.data)))
+        self.status.setText(f"Prompting on {layer.name}: draw a box (prompts) or click points (point_prompts).")
+
+    def _transform(self) -> dict[str, Any]:
+        ly = self.image_layer
+        return {
+            "scale": ly.scale,
+            "translate": ly.translate,
+            "rotate": ly.rotate,
+            "shear": ly.shear,
+            "affine": ly.affine.affine_matrix,
+            "axis_labels": ly.axis_labels,
+            "units": ly.units,
+        }
+
+    def _ensure_layers(self) -> None:
+        from napari_pandg.layerdata import label_colormap
+
+        tr = self._transform()
+        shape = self.image_layer.data.shape
+        layers = self.viewer.layers
+        meta = dict(self.image_layer.metadata)
+        for name in ("current_object", "committed_objects"):
+            if name in layers and layers[name].data.shape != shape:
+                layers.remove(name)
+            if name not in layers:
+                lay = self.viewer.add_labels(
+                    np.zeros(shape, dtype=np.uint8),
+                    name=name,
+                    metadata=meta,
+                    opacity=0.6,
+                    **tr,
+                )
+                if name == "committed_objects":
+                    lay.colormap = label_colormap()
+        if "prompts" not in layers:
+            self.viewer.add_shapes(
+                name="prompts", ndim=3, edge_color="#00ffff", face_color="transparent", edge_width=1.5, **tr
+            )
+        if "point_prompts" not in layers:
+            self.viewer.add_points(
+                np.empty((0, 3)),
+                name="point_prompts",
+                ndim=3,
+                features=pd.DataFrame({"label": pd.Categorical([], categories=[POSITIVE, NEGATIVE])}),
+                feature_defaults={"label": self.label_combo.currentText()},
+                border_color="label",
+                border_color_cycle=["#00FF00", "#FF0000"],
+                face_color="transparent",
+                border_width=0.3,
+                size=max(3.0 * float(np.max(np.abs(tr["scale"]))), 3.0),
+                **tr,
+            )
+        for name in ("point_prompts", "prompts"):
+            self._bind_keys(layers[name])
+
+    @property
+    def current_layer(self) -> Any:
+        return self.viewer.layers["current_object"]
+
+    @property
+    def committed_layer(self) -> Any:
+        return self.viewer.layers["committed_objects"]
+
+    def toggle_point_label(self) -> str:
+        new = NEGATIVE if self.label_combo.currentText() == POSITIVE else POSITIVE
+        self.label_combo.setCurrentText(new)
+        return new
+
+    def _set_point_label(self, label: str) -> None:
+        if "point_prompts" in self.viewer.layers:
+            self.viewer.layers["point_prompts"].feature_defaults["label"] = label
+
+    # ------------------------------------------------------------------ prompts
+    def current_slice(self) -> int:
+        """Index of the displayed axial slice in the image layer's data."""
+        data_pt = self.image_layer.world_to_data(self.viewer.dims.point)
+        return int(np.clip(round(float(data_pt[0])), 0, self.image_layer.data.shape[0] - 1))
+
+    def _to_image_data(self, layer: Any, coords: np.ndarray) -> np.ndarray:
+        """Prompt-layer data coordinates -> image data coordinates (any transforms)."""
+        coords = np.asarray(coords, dtype=float).reshape(-1, 3)
+        return np.array([self.image_layer.world_to_data(layer.data_to_world(c)) for c in coords]).reshape(-1, 3)
+
+    def prompts_on(self, z: int) -> tuple[tuple[float, float, float, float] | None, list[tuple[float, float, int]]]:
+        """The box and points drawn on slice ``z`` (engine X/Y coordinates)."""
+        layers = self.viewer.layers
+        pts_layer, shp_layer = layers["point_prompts"], layers["prompts"]
+        points: list[tuple[float, float, int]] = []
+        if len(pts_layer.data):
+            coords = self._to_image_data(pts_layer, pts_layer.data)
+            labels = list(pts_layer.features["label"].astype(str))
+            points = points_by_slice(coords, labels).get(z, [])
+        boxes: dict[int, tuple[float, float, float, float]] = {}
+        rects = [d for d, t in zip(shp_layer.data, shp_layer.shape_type, strict=True) if t == "rectangle"]
+        if rects:
+            boxes = boxes_by_slice([self._to_image_data(shp_layer, r) for r in rects])
+        return boxes.get(z), points
+
+    def _need_ready(self) -> bool:
+        if self.segmenter is None:
+            self.status.setText("Load a model first.")
+            return False
+        if self.image_layer is None:
+            try:
+                self.set_image_layer(self._selected_image())
+            except ValueError as exc:
+                self.status.setText(str(exc))
+                return False
+        return self._worker is None
+
+    # ------------------------------------------------------------------ actions
+    def segment_slice(self) -> Any:
+        """2D preview on the displayed slice from its prompts (does not change the object)."""
+        from napari.qt.threading import create_worker
+
+        if not self._need_ready():
+            return None
+        z = self.current_slice()
+        box, points = self.prompts_on(z)
+        worker = create_worker(self.segmenter.preview, z, box=box, points=points or None, _ignore_errors=True)
+
+        def _show(mask_xy: np.ndarray) -> None:
+            data = self.current_layer.data
+            data[z] = slice_to_napari(mask_xy)
+            self.current_layer.refresh()
+            self.status.setText(f"Slice {z}: {int(mask_xy.sum())} voxels. Shift-S propagates through the volume.")
+
+        worker.returned.connect(_show)
+        self._start(worker, busy=True)
+        return worker
+
+    def _z_range(self) -> tuple[int, int] | None:
+        lo, hi = self.zlo_spin.value(), self.zhi_spin.value()
+        if lo < 0 and hi < 0:
+            return None
+        n = self.image_layer.data.shape[0]
+        return (max(lo, 0), hi if hi >= 0 else n - 1)
+
+    def segment_volume(self) -> Any:
+        """Propagate from the displayed slice; with a current object, correct it from here.
+
+        A correction uses the prompts drawn on this slice, or, when there are none, the slice
+        as painted in ``current_object`` (a painted-slice correction).
+        """
+        from napari.qt.threading import create_worker
+
+        if not self._need_ready():
+            return None
+        seg = self.segmenter
+        z = self.current_slice()
+        box, points = self.prompts_on(z)
+        kwargs: dict[str, Any] = {"direction": self.direction_combo.currentText(), "cancel": self._cancel}
+        kwargs["callback"] = self._stream
+        if seg.mask is None:
+            fn, args = seg.propagate, (z,)
+            kwargs.update(box=box, points=points or None, z_range=self._z_range())
+            what = "propagating"
+        else:
+            fn, args = seg.correct, (z,)
+            if box is None and not points:
+                painted = np.asarray(self.current_layer.data[z])
+                kwargs["mask2d"] = slice_from_napari(painted != 0)
+            else:
+                kwargs.update(box=box, points=points or None)
+            what = "correcting and re-propagating"
+        self._cancel.clear()
+        worker = create_worker(fn, *args, _ignore_errors=True, **kwargs)
+        worker.returned.connect(self._show_volume)
+        self.status.setText(f"Slice {z}: {what} …")
+        self.progress.setRange(0, self.image_layer.data.shape[0])
+        self.progress.setValue(0)
+        self._start(worker)
+        return worker
+
+    def _stream(self, z: int, mask_xy: np.ndarray, done: int, total: int) -> bool:
+        """Called in the worker thread after each slice: hand the slice to the GUI thread."""
+        self._signals.slice_done.emit(int(z), slice_to_napari(mask_xy).copy(), int(done), int(total))
+        return not self._cancel.is_set()
+
+    def _on_slice(self, z: int, mask_ar: np.ndarray, done: int, total: int) -> None:
+        layer = self.current_layer
+        layer.data[z] = mask_ar.astype(layer.data.dtype)
+        layer.refresh()
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+
+    def _show_volume(self, mask_xyz: np.ndarray | None) -> None:
+        if mask_xyz is None:
+            return
+        self.current_layer.data = np.ascontiguousarray(from_sam(mask_xyz)).astype(np.uint8)
+        n = int(np.count_nonzero(mask_xyz))
+        cancelled = getattr(self.segmenter, "last_cancelled", False)
+        zs = np.nonzero(mask_xyz.any(axis=(0, 1)))[0]
+        extent = f"slices {zs.min()}-{zs.max()}" if zs.size else "empty"
+        self.status.setText(("Cancelled; kept what was done. " if cancelled else "") + f"current_object: {n} voxels, {extent}.")
+
+    def commit(self) -> None:
+        """current_object -> committed_objects under the chosen label id; clears prompts."""
+        if self.segmenter is None or self.segmenter.mask is None:
+            self.status.setText("Nothing to commit.")
+            return
+        committed = self.segmenter.commit(self.commit_id_spin.value())
+        self.committed_layer.data = np.ascontiguousarray(from_sam(committed))
+        self.current_layer.data = np.zeros_like(self.current_layer.data)
+        self._clear_prompts()
+        self.status.setText(f"Committed as label {self.commit_id_spin.value()}.")
+
+    def clear(self) -> None:
+        """Drop the current object and the prompts (undoable)."""
+        if self.segmenter is not None and self.segmenter._vol is not None:
+            self.segmenter.clear()
+        if "current_object" in self.viewer.layers:
+            self.current_layer.data = np.zeros_like(self.current_layer.data)
+        self._clear_prompts()
+        self.status.setText("Cleared.")
+
+    def undo(self) -> None:
+        if self.segmenter is None or not self.segmenter.can_undo:
+            self.status.setText("Nothing to undo.")
+            return
+        mask = self.segmenter.undo()
+        self.current_layer.data = (
+            np.zeros_like(self.current_layer.data) if mask is None else np.ascontiguousarray(from_sam(mask))
+        )
+        self.committed_layer.data = np.ascontiguousarray(from_sam(self.segmenter.committed))
+        self.status.setText("Undone.")
+
+    def start_from_labels(self, layer: Any | None = None, label_id: int | None = None) -> None:
+        """Make an existing labels layer's ``label_id`` the current object, to correct it."""
+        if not self._need_ready():
+            return
+        layer = layer if layer is not None else self.viewer.layers[self.mask_combo.currentText()]
+        label_id = int(label_id if label_id is not None else self.mask_id_spin.value())
+        data = np.asarray(layer.data)
+        if data.shape != self.image_layer.data.shape:
+            raise ValueError(
+                f"labels {layer.name!r} {data.shape} and image {self.image_layer.name!r} "
+                f"{self.image_layer.data.shape} differ in shape"
+            )
+        mask = data == label_id
+        if not mask.any():
+            self.status.setText(f"{layer.name} has no voxel with label {label_id}.")
+            return
+        self.segmenter.set_mask(to_sam(mask))
+        self.current_layer.data = mask.astype(np.uint8)
+        self.status.setText(f"Correcting {layer.name} label {label_id}: add prompts on a slice, then Shift-S.")
+
+    def _clear_prompts(self) -> None:
+        layers = self.viewer.layers
+        if "point_prompts" in layers:
+            layers["point_prompts"].data = np.empty((0, 3))
+        if "prompts" in layers:
+            layers["prompts"].data = []
+
+    # ------------------------------------------------------------------ workers
+    def _start(self, worker: Any, busy: bool = False) -> None:
+        self._worker = worker
+        if busy:
+            self.progress.setRange(0, 0)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._idle)
+        self.cancel_btn.setEnabled(True)
+        worker.start()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        if self._worker is not None:
+            self._worker.quit()
+
+    def _idle(self) -> None:
+        self._worker = None
+        self.cancel_btn.setEnabled(False)
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)
+            self.progress.setValue(1)
+
+    def _on_error(self, exc: BaseException) -> None:
+        from napari.utils.notifications import show_error
+
+        self.status.setText(f"Error: {exc}")
+        show_error(str(exc))
