@@ -1,0 +1,563 @@
+"""Self-describing segmentation checkpoints.
+
+A napari-pandg checkpoint is a ``torch.save`` dict readable with ``weights_only=True``::
+
+    {
+        "format": "napari-pandg/model",
+        "format_version": 1,
+        "description": {...},      # ModelDescription.to_dict(): JSON-able, see below
+        "state_dict": {...},       # the full network (FeatureConcatNet when features are used)
+        # optional, written by the trainer into last.pt only:
+        "train_state": {...},
+    }
+
+The description carries everything inference needs (architecture + kwargs, channels,
+target spacing, orientation, intensity normalisation, patch size, output index -> AMOS id
+label map, optional frozen feature extractor) and the provenance (method, training domains,
+validation metrics, command line, torch/monai versions).
+
+:func:`load_checkpoint` also reads MaskGen/DropGen ``best.pth``/``latest.pth`` files (a dict
+with ``args`` and ``model_state_dict``), rebuilding the ``PlainUnet`` and the frozen
+anatomix feature extractor from ``anatomix.pth`` when the model needs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from napari_pandg.labels import IDS, PANCREAS
+from napari_pandg.models.errors import (
+    ArchitectureMismatchError,
+    CheckpointFormatError,
+    LabelMapError,
+    ModelError,
+    ModelNotFoundError,
+)
+from napari_pandg.models.networks import (
+    FeatureConcatNet,
+    build_feature_extractor,
+    build_network,
+)
+
+FORMAT = "napari-pandg/model"
+FORMAT_VERSION = 1
+
+#: default intensity normalisation (what the trainer uses)
+DEFAULT_NORMALIZATION: dict[str, Any] = {
+    "method": "percentile_zscore",
+    "lower": 0.5,
+    "upper": 99.5,
+    "foreground": "robust_threshold",
+    "threshold": 0.1,
+}
+
+
+def _versions() -> dict[str, str]:
+    out = {"torch": torch.__version__}
+    try:
+        import monai
+
+        out["monai"] = monai.__version__
+    except ImportError:  # pragma: no cover - monai is a hard dependency of this module
+        pass
+    try:
+        from napari_pandg import __version__
+
+        out["napari_pandg"] = __version__
+    except ImportError:  # pragma: no cover
+        pass
+    return out
+
+
+@dataclass
+class ModelDescription:
+    """Everything needed to rebuild a model and run it the way it was trained."""
+
+    name: str = "model"
+    architecture: str = "UNet"
+    arch_kwargs: dict[str, Any] = field(
+        default_factory=lambda: {
+            "channels": [16, 32, 64, 128],
+            "strides": [2, 2, 2],
+            "num_res_units": 1,
+            "norm": "instance",
+        }
+    )
+    in_channels: int = 1
+    out_channels: int = 2
+    #: target voxel size in mm along the model grid axes (after reorientation)
+    spacing: tuple[float, float, float] = (2.0, 2.0, 4.0)
+    orientation: str = "RAS"
+    #: sliding-window ROI (voxels on the model grid)
+    patch_size: tuple[int, int, int] = (96, 96, 32)
+    normalization: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_NORMALIZATION))
+    #: model output index -> AMOS label id
+    label_map: dict[int, int] = field(default_factory=lambda: {0: 0, 1: PANCREAS})
+    #: frozen feature extractor whose output is concatenated to the image (MaskGen), or None
+    feature_extractor: dict[str, Any] | None = None
+    inference: dict[str, Any] = field(
+        default_factory=lambda: {"overlap": 0.5, "sw_batch_size": 2, "mode": "gaussian"}
+    )
+    method: str = "erm"
+    #: training domains: {"centers": [...], "sequences": [...]}
+    domains: dict[str, list[str]] = field(default_factory=lambda: {"centers": [], "sequences": []})
+    val_metrics: dict[str, Any] = field(default_factory=dict)
+    command: str = ""
+    versions: dict[str, str] = field(default_factory=_versions)
+    created: str = ""
+    source_format: str = "napari-pandg"
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.spacing = tuple(float(s) for s in self.spacing)  # type: ignore[assignment]
+        self.patch_size = tuple(int(s) for s in self.patch_size)  # type: ignore[assignment]
+        self.label_map = {int(k): int(v) for k, v in dict(self.label_map).items()}
+        if len(self.spacing) != 3 or min(self.spacing) <= 0:
+            raise ModelError(f"spacing must be 3 positive numbers (mm), got {self.spacing}")
+        if len(self.patch_size) != 3 or min(self.patch_size) < 1:
+            raise ModelError(f"patch_size must be 3 positive integers, got {self.patch_size}")
+        validate_label_map(self.label_map, self.out_channels, what=f"model {self.name!r}")
+
+    # ------------------------------------------------------------------ (de)serialise
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["spacing"] = list(self.spacing)
+        d["patch_size"] = list(self.patch_size)
+        # JSON object keys are strings; keep ints in torch.save but make it JSON-safe too
+        d["label_map"] = {int(k): int(v) for k, v in self.label_map.items()}
+        return _jsonable(d)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelDescription:
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        extra = dict(kwargs.pop("extra", {}) or {})
+        extra.update({k: v for k, v in d.items() if k not in known})
+        if "label_map" in kwargs:
+            kwargs["label_map"] = {int(k): int(v) for k, v in kwargs["label_map"].items()}
+        return cls(**kwargs, extra=extra)
+
+    def summary(self) -> str:
+        labels = ", ".join(f"{k}->{v}" for k, v in sorted(self.label_map.items()))
+        fx = " + frozen features" if self.feature_extractor else ""
+        return (
+            f"{self.name}: {self.architecture}{fx} ({self.method}), spacing "
+            f"{'x'.join(f'{s:g}' for s in self.spacing)} mm {self.orientation}, patch "
+            f"{'x'.join(map(str, self.patch_size))}, labels {{{labels}}}, trained on "
+            f"centers {self.domains.get('centers', [])} sequences {self.domains.get('sequences', [])}"
+        )
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {
+            (int(k) if isinstance(k, int) and not isinstance(k, bool) else str(k)): _jsonable(v)
+            for k, v in obj.items()
+        }
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if obj is None or type(obj) is bool:
+        return obj
+    if isinstance(obj, str):  # also str subclasses such as torch.__version__
+        return str(obj)
+    if isinstance(obj, (bool, int)) and not hasattr(obj, "dtype"):
+        return int(obj)
+    if isinstance(obj, float) and not hasattr(obj, "dtype"):
+        return float(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        try:
+            return obj.item()
+        except (ValueError, RuntimeError):
+            pass
+    return str(obj)
+
+
+def validate_label_map(label_map: Mapping[int, int], out_channels: int, what: str = "model") -> None:
+    """The label map must give an AMOS id for every output index 0..out_channels-1."""
+    keys = sorted(int(k) for k in label_map)
+    if keys != list(range(out_channels)):
+        raise LabelMapError(
+            f"{what}: label map {dict(label_map)} must map every output index "
+            f"0..{out_channels - 1} to a label id (it maps {keys})"
+        )
+    if int(label_map[0]) != 0:
+        raise LabelMapError(f"{what}: output index 0 must be background (0), got {label_map[0]}")
+    vals = [int(v) for v in label_map.values()]
+    if min(vals) < 0 or max(vals) > 255:
+        raise LabelMapError(f"{what}: label ids must be in 0..255, got {sorted(set(vals))}")
+
+
+def check_label_map(
+    desc: ModelDescription, expected: Mapping[int, int] | None, path: str | os.PathLike = ""
+) -> None:
+    """Raise :class:`LabelMapError` when ``desc.label_map`` differs from ``expected``."""
+    if expected is None:
+        return
+    exp = {int(k): int(v) for k, v in expected.items()}
+    if exp != desc.label_map:
+        where = f"{path}: " if path else ""
+        raise LabelMapError(
+            f"{where}model {desc.name!r} has label map {desc.label_map} (output index -> AMOS "
+            f"id) but {exp} was expected; retrain or fine-tune with a matching label map"
+        )
+
+
+@dataclass
+class SegModel:
+    """A loaded model: its description and the network (eval mode) on ``device``."""
+
+    description: ModelDescription
+    network: nn.Module
+    path: Path | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def name(self) -> str:
+        return self.description.name
+
+    def to(self, device: str | torch.device) -> SegModel:
+        if str(device) == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.network.to(self.device)
+        return self
+
+
+# --------------------------------------------------------------------------- building
+def build_model(desc: ModelDescription) -> nn.Module:
+    """The network a description specifies (random weights)."""
+    seg = build_network(desc.architecture, desc.arch_kwargs, desc.in_channels, desc.out_channels)
+    if desc.feature_extractor:
+        return FeatureConcatNet(build_feature_extractor(desc.feature_extractor), seg)
+    return seg
+
+
+def load_state_dict_checked(
+    net: nn.Module, state: Mapping[str, torch.Tensor], path: str | os.PathLike, what: str
+) -> None:
+    """``load_state_dict(strict=True)`` with a message naming file, missing/unexpected keys."""
+    state = {k.replace("_orig_mod.", "").removeprefix("module."): v for k, v in state.items()}
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape_bad = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or shape_bad:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
+        if shape_bad:
+            parts.append(f"{len(shape_bad)} shape mismatches (e.g. {shape_bad[:2]})")
+        raise ArchitectureMismatchError(
+            f"{path}: the weights do not fit the expected architecture {what}: " + "; ".join(parts)
+        )
+    net.load_state_dict(state, strict=True)
+
+
+# --------------------------------------------------------------------------- save
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def checkpoint_dict(
+    desc: ModelDescription, network: nn.Module, train_state: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    net = network.module if hasattr(network, "module") else network  # DDP
+    out: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "description": desc.to_dict(),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+    }
+    if train_state is not None:
+        out["train_state"] = dict(train_state)
+    return out
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    desc: ModelDescription,
+    network: nn.Module,
+    train_state: Mapping[str, Any] | None = None,
+    overwrite: bool = True,
+) -> Path:
+    """Write a self-describing checkpoint atomically (temp file + ``os.replace``)."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    if not desc.created:
+        import datetime as _dt
+
+        desc.created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    return atomic_torch_save(checkpoint_dict(desc, network, train_state), path)
+
+
+# --------------------------------------------------------------------------- load
+def read_checkpoint_file(path: str | os.PathLike, weights_only: bool = True) -> Any:
+    """``torch.load`` with clear errors for missing, empty, truncated or foreign files."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelNotFoundError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        raise ModelError(f"{path} is a folder; expected a checkpoint file (.pt/.pth)")
+    if path.stat().st_size == 0:
+        raise CheckpointFormatError(f"{path} is empty (0 bytes); the checkpoint is corrupt")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except pickle.UnpicklingError as exc:
+        if weights_only:
+            raise CheckpointFormatError(
+                f"{path} contains objects other than tensors and plain values and was not "
+                f"loaded for safety ({str(exc).splitlines()[0]})"
+            ) from exc
+        raise CheckpointFormatError(f"{path} is not a readable checkpoint: {exc}") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, io.UnsupportedOperation) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointFormatError(
+            f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?): {first}"
+        ) from exc
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    expected_label_map: Mapping[int, int] | None = None,
+    features_path: str | os.PathLike | None = None,
+) -> SegModel:
+    """Load a napari-pandg checkpoint, or a MaskGen/DropGen ``best.pth``, into a :class:`SegModel`.
+
+    ``features_path``: ``anatomix.pth`` for MaskGen checkpoints (default: searched next to
+    the checkpoint, in its parent folders' ``pretrained/`` and in the user model folder).
+    """
+    path = Path(path)
+    obj = read_checkpoint_file(path)
+    if not isinstance(obj, Mapping):
+        raise CheckpointFormatError(
+            f"{path}: expected a checkpoint dict, found {type(obj).__name__}"
+        )
+    if obj.get("format") == FORMAT:
+        model = _load_pandg(path, obj)
+    elif "args" in obj and "model_state_dict" in obj:
+        model = _load_maskgen(path, obj, features_path)
+    elif obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointFormatError(
+            f"{path} is a bare state dict without a model description (for example "
+            "anatomix.pth, a feature extractor); it cannot segment on its own. Use a "
+            "napari-pandg checkpoint (pandg train) or a MaskGen best.pth"
+        )
+    else:
+        raise CheckpointFormatError(
+            f"{path}: unknown checkpoint layout (keys {sorted(map(str, obj))[:8]}); expected a "
+            f"napari-pandg checkpoint (format {FORMAT!r}) or a MaskGen best.pth (args + "
+            "model_state_dict)"
+        )
+    check_label_map(model.description, expected_label_map, path)
+    return model.to(device)
+
+
+def read_description(path: str | os.PathLike) -> ModelDescription:
+    """Only the description of a napari-pandg checkpoint (or MaskGen ``args``)."""
+    path = Path(path)
+    obj = read_checkpoint_file(path)
+    if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
+        return _description_from(path, obj)
+    if isinstance(obj, Mapping) and "args" in obj and "model_state_dict" in obj:
+        return maskgen_description(obj["args"], path)
+    raise CheckpointFormatError(f"{path}: not a napari-pandg or MaskGen checkpoint")
+
+
+def _description_from(path: Path, obj: Mapping[str, Any]) -> ModelDescription:
+    version = obj.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointFormatError(
+            f"{path}: checkpoint format version {version!r} is newer than this napari-pandg "
+            f"understands ({FORMAT_VERSION}); update napari-pandg"
+        )
+    try:
+        return ModelDescription.from_dict(obj["description"])
+    except (KeyError, TypeError) as exc:
+        raise CheckpointFormatError(f"{path}: the model description is incomplete: {exc}") from exc
+
+
+def _load_pandg(path: Path, obj: Mapping[str, Any]) -> SegModel:
+    desc = _description_from(path, obj)
+    if "state_dict" not in obj:
+        raise CheckpointFormatError(f"{path}: no 'state_dict' in the checkpoint")
+    net = build_model(desc)
+    fx = " + frozen features" if desc.feature_extractor else ""
+    load_state_dict_checked(
+        net,
+        obj["state_dict"],
+        path,
+        f"{desc.architecture}({desc.arch_kwargs}){fx}, in={desc.in_channels}, out={desc.out_channels}",
+    )
+    net.eval()
+    return SegModel(desc, net, path)
+
+
+# --------------------------------------------------------------------------- MaskGen
+def maskgen_label_map(args: Mapping[str, Any]) -> dict[int, int]:
+    """MaskGen ``class_mapping`` (name -> index) -> output index -> AMOS id."""
+    dataset = str(args.get("dataset", ""))
+    out_ch = int(args.get("out_channels", 2))
+    if dataset == "pancreas" or (out_ch == 2 and not args.get("class_mapping")):
+        return {0: 0, 1: PANCREAS}
+    if dataset == "amos" and out_ch == 16:
+        return {i: i for i in range(16)}
+    mapping = args.get("class_mapping")
+    if isinstance(mapping, str):
+        try:
+            mapping = json.loads(mapping)
+        except json.JSONDecodeError:
+            mapping = None
+    if isinstance(mapping, Mapping):
+        out = {0: 0}
+        for name, idx in mapping.items():
+            key = str(name).lower().replace(" ", "_")
+            if int(idx) == 0:
+                continue
+            if key not in IDS:
+                raise LabelMapError(
+                    f"MaskGen class {name!r} (dataset {dataset!r}) has no AMOS id; only abdominal "
+                    "datasets (pancreas, amos) map to napari-pandg labels"
+                )
+            out[int(idx)] = IDS[key]
+        return out
+    raise LabelMapError(
+        f"cannot derive a label map for MaskGen dataset {dataset!r} with {out_ch} classes"
+    )
+
+
+def maskgen_description(args: Mapping[str, Any], path: str | os.PathLike = "") -> ModelDescription:
+    method = str(args.get("method", "erm"))
+    in_ch = int(args.get("in_channels", 1))
+    fx = None
+    if method in ("dropgen", "maskgen") or in_ch == 17:
+        fdim = int(args.get("feature_dim", 16))
+        fx = {
+            "architecture": "PlainUnet",
+            "kwargs": {"num_downs": 4, "ngf": fdim, "norm": str(args.get("norm_type", "batch"))},
+            "in_channels": 1,
+            "out_channels": 16,
+            "input_norm": "none",  # MaskGen min-max normalises the whole volume already
+            "instance_norm": True,
+            "source": "anatomix.pth",
+        }
+    return ModelDescription(
+        name=Path(path).parent.name or Path(path).stem if path else "maskgen",
+        architecture="PlainUnet",
+        arch_kwargs={
+            "num_downs": int(args.get("num_levels", 5)),
+            "ngf": int(args.get("base_filters", 20)),
+            "norm": "batch",
+        },
+        in_channels=in_ch,
+        out_channels=int(args.get("out_channels", 2)),
+        spacing=tuple(args.get("spacing", (1.0, 1.0, 1.0))),
+        orientation="RAS",
+        patch_size=tuple(args.get("crop_size", (128, 128, 128))),
+        normalization={"method": "minmax"},
+        label_map=maskgen_label_map(args),
+        feature_extractor=fx,
+        inference={
+            "overlap": 0.5,
+            "sw_batch_size": int(args.get("batch_size", 2) or 2),
+            "mode": "constant",
+        },
+        method="maskgen" if fx else method,
+        domains={"centers": [], "sequences": [], "dataset": [str(args.get("dataset", ""))]},
+        val_metrics={},
+        command=f"MaskGen main.py --run_name {args.get('run_name')}",
+        versions={},
+        source_format="maskgen",
+        notes="converted from a MaskGen/DropGen checkpoint",
+        extra={"maskgen_args": _jsonable(dict(args))},
+    )
+
+
+def _find_anatomix(path: Path) -> Path | None:
+    from napari_pandg.models.registry import user_model_dir
+
+    cands = [path.parent / "anatomix.pth"]
+    for parent in [path.parent, *path.parents][:4]:
+        cands += [parent / "pretrained" / "anatomix.pth", parent / "pretrained" / "anatomix" / "anatomix.pth"]
+    cands.append(user_model_dir() / "anatomix.pth")
+    return next((c for c in cands if c.is_file()), None)
+
+
+def load_anatomix(path: str | os.PathLike, spec: Mapping[str, Any] | None = None) -> nn.Module:
+    """The frozen anatomix feature extractor (+ InstanceNorm) from ``anatomix.pth``."""
+    path = Path(path)
+    spec = dict(spec or {})
+    spec.setdefault("architecture", "PlainUnet")
+    spec.setdefault("kwargs", {"num_downs": 4, "ngf": 16, "norm": "batch"})
+    spec.setdefault("out_channels", 16)
+    spec.setdefault("instance_norm", True)
+    spec.setdefault("input_norm", "minmax")
+    obj = read_checkpoint_file(path)
+    if isinstance(obj, Mapping) and obj.get("format") == "napari-pandg/features":
+        spec = {**obj["description"]}
+        obj = obj["state_dict"]
+    elif isinstance(obj, Mapping) and "model_state_dict" in obj:
+        obj = obj["model_state_dict"]
+    fx = build_feature_extractor(spec)
+    load_state_dict_checked(fx.net, obj, path, f"anatomix-style PlainUnet({spec['kwargs']})")
+    return fx
+
+
+def _load_maskgen(path: Path, obj: Mapping[str, Any], features_path: str | os.PathLike | None) -> SegModel:
+    args = obj["args"]
+    if not isinstance(args, Mapping):
+        raise CheckpointFormatError(f"{path}: MaskGen 'args' is not a dict")
+    desc = maskgen_description(args, path)
+    seg = build_network(desc.architecture, desc.arch_kwargs, desc.in_channels, desc.out_channels)
+    load_state_dict_checked(
+        seg, obj["model_state_dict"], path, f"MaskGen PlainUnet({desc.arch_kwargs}, in={desc.in_channels})"
+    )
+    net: nn.Module = seg
+    if desc.feature_extractor:
+        fpath = Path(features_path) if features_path else _find_anatomix(path)
+        if fpath is None or not fpath.is_file():
+            raise ModelNotFoundError(
+                f"{path} is a MaskGen model that needs the anatomix feature extractor; put "
+                "anatomix.pth next to it or in the user model folder, or pass features_path"
+            )
+        net = FeatureConcatNet(load_anatomix(fpath, desc.feature_extractor), seg)
+        desc.feature_extractor["source"] = str(fpath)
+    net.eval()
+    return SegModel(desc, net, path)
