@@ -18,6 +18,9 @@ examples:
   pandg synth --out data --subjects 4 --centers A,B,C,D --seed 0
   pandg index /data/AMOS22 --out amos_mri.csv
   pandg sam --checkpoint MedSAM2_latest.pt --input t1.nii.gz --box 40,100,90,160,150 --output mask.nii.gz
+  pandg train training/configs/erm.yaml data.manifest=data/manifest.csv
+  pandg segment --model erm_A_t1fs_venous --input t2.nii.gz --output t2_pancreas.nii.gz
+  pandg models
 """
 
 
@@ -183,6 +186,98 @@ def _run_sam(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- train
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train or fine-tune a segmentation model (ERM and DG methods) from a YAML config",
+        description=(
+            "Run the backend trainer: MONAI 3D UNet, patch-based DiceCE, AdamW + cosine, "
+            "sliding-window validation, best-checkpoint selection. Writes runs/<name>/ with the "
+            "config, metrics.jsonl, last.pt and best.pt; re-running resumes from last.pt. "
+            "Configs: training/configs/{erm,bigaug,gin,maskgen,meanteacher,finetune}.yaml. "
+            "Under torchrun --nproc_per_node=2 the same command trains with DDP."
+        ),
+    )
+    p.add_argument("config", type=Path, help="YAML config")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.epochs=5 data.manifest=d/manifest.csv")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from napari_pandg.train import run_train_cli
+
+    print(f"best checkpoint: {run_train_cli(args.config, list(args.overrides))}")
+    return 0
+
+
+# --------------------------------------------------------------------------- segment
+def _add_segment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "segment",
+        help="segment an image (or a whole manifest) with a trained model",
+        description=(
+            "Reorient and resample to the model's spacing, normalise as trained, sliding-window "
+            "inference, map back to the input grid: the output has the input's affine and shape "
+            "and AMOS label ids (pancreas = 10). MODEL is a shipped or user model name "
+            "(see `pandg models`), a checkpoint file or a run folder."
+        ),
+    )
+    p.add_argument("--model", required=True, help="model name, checkpoint or run folder")
+    p.add_argument("--input", type=Path, help="image .nii/.nii.gz")
+    p.add_argument("--output", type=Path, help="mask to write (with --input)")
+    p.add_argument("--manifest", type=Path, help="dataset index / manifest CSV (instead of --input)")
+    p.add_argument("--out-dir", type=Path, help="output folder (with --manifest)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_run_segment)
+
+
+def _run_segment(args: argparse.Namespace) -> int:
+    from napari_pandg.models import run_segment_cli
+
+    if (args.input is None) == (args.manifest is None):
+        raise SystemExit("pandg segment: give either --input/--output or --manifest/--out-dir")
+    if args.input is not None and args.output is None:
+        raise SystemExit("pandg segment: --input needs --output")
+    if args.manifest is not None and args.out_dir is None:
+        raise SystemExit("pandg segment: --manifest needs --out-dir")
+    run_segment_cli(
+        args.model,
+        input=args.input,
+        output=args.output,
+        manifest=args.manifest,
+        out_dir=args.out_dir,
+        overwrite=args.overwrite,
+        device=args.device,
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- models
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "models",
+        help="list shipped and user segmentation models with their training facts",
+        description="Shipped models live in the package; user models in $PANDG_MODELS (default ~/.pandg/models).",
+    )
+    p.set_defaults(func=_run_models)
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from napari_pandg.models import list_models
+
+    df = list_models()
+    if df.empty:
+        print("no models found (shipped: none; user folder: $PANDG_MODELS or ~/.pandg/models)")
+        return 0
+    with pd.option_context("display.max_columns", None, "display.width", 200, "display.max_colwidth", 60):
+        print(df.drop(columns=[c for c in ("path",) if c in df]).to_string(index=False))
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -202,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_index(sub)
     _add_demo(sub)
     _add_sam(sub)
+    _add_train(sub)
+    _add_segment(sub)
+    _add_models(sub)
     return parser
 
 

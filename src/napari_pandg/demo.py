@@ -63,6 +63,13 @@ def run_demo(
 
     progress(2, steps, "indexing the dataset")
     index = build_index(out / "data")
+    order = {s: i for i, s in enumerate(SEQUENCES)}
+    index = (
+        index.assign(_order=index["sequence"].map(order))
+        .sort_values(["center", "subject", "_order"], kind="stable")
+        .drop(columns="_order")
+        .reset_index(drop=True)
+    )
     write_index(index, out / "index.csv", overwrite=True)
 
     progress(3, steps, "montage and contrast table")

@@ -26,7 +26,7 @@ LABELS: dict[int, tuple[str, tuple[int, int, int]]] = {
     14: ("bladder", (220, 200, 100)),
     15: ("prostate_uterus", (230, 160, 180)),
     16: ("portal_splenic_vein", (0, 170, 255)),
-    17: ("vertebra", (241, 214, 145)),
+    17: ("bone", (241, 214, 145)),  # vertebrae (cortex + marrow), discs, ribs
     18: ("spinal_canal", (120, 200, 255)),
     19: ("muscle", (192, 104, 88)),
     20: ("subcutaneous_fat", (230, 220, 170)),

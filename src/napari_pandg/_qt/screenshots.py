@@ -61,8 +61,12 @@ def focus_on_label(viewer: Any, labels_layer: Any, label: int = PANCREAS) -> Non
     viewer.dims.set_point(0, float(world[0]))
 
 
-def subject_screenshots(rows: pd.DataFrame, out_dir: str | Path, size: tuple[int, int] = (420, 420)) -> list[Path]:
-    """One axial screenshot per sequence at the pancreas, label overlay on, plus a grid PNG."""
+def subject_screenshots(rows: pd.DataFrame, out_dir: str | Path, window: tuple[int, int] = (1000, 760)) -> list[Path]:
+    """One axial screenshot per sequence at the pancreas with organ outlines, plus a grid PNG.
+
+    The labels are drawn as 2-pixel outlines (``contour=2``) so the image stays visible:
+    the yellow outline is the pancreas.
+    """
     import napari
     from PIL import Image
 
@@ -72,16 +76,20 @@ def subject_screenshots(rows: pd.DataFrame, out_dir: str | Path, size: tuple[int
     with ensure_display():
         viewer = napari.Viewer(show=True)
         try:
+            viewer.window.resize(*window)
             layers = add_layers(viewer, rows, labels="first")
             images = [ly for ly in layers if isinstance(ly, napari.layers.Image)]
             labels = [ly for ly in layers if isinstance(ly, napari.layers.Labels)]
             if labels:
+                labels[0].contour = 2
+                labels[0].opacity = 0.9
                 focus_on_label(viewer, labels[0])
+            viewer.reset_view()
             tiles = []
             for img in images:
                 for other in images:
                     other.visible = other is img
-                shot = viewer.screenshot(size=size, canvas_only=True, flash=False)
+                shot = viewer.screenshot(canvas_only=True, flash=False)
                 path = out_dir / f"{img.name}.png"
                 Image.fromarray(shot).save(path)
                 paths.append(path)

@@ -1,0 +1,246 @@
+"""Segment dock widget: run a trained (DG) model on an image layer, compare with ground truth.
+
+Thin: model loading, inference (``napari_pandg.models.segment_volume``) and metrics
+(``napari_pandg.metrics``) are library calls in a worker; the widget moves layers to
+Volumes and back (``napari_pandg.io.from_napari`` / ``layerdata.volume_layerdata``).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_pandg.labels import PANCREAS
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+NONE = "(none)"
+
+
+class _Signals(QObject):
+    progress = Signal(int, int, str)
+
+
+class SegmentWidget(QWidget):
+    """Choose a shipped / user / file model, segment the selected image, show Dice and HD95."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self._worker: Any = None
+        self._cancel = threading.Event()
+        self._signals = _Signals()
+        self._signals.progress.connect(self._on_progress)
+        self.result_layer: Any = None
+        self.metrics: dict[str, Any] = {}
+
+        self.model_combo = QComboBox()
+        self.model_combo.setEditable(True)
+        self.model_btn = QPushButton("…")
+        self.model_info = QLabel("")
+        self.model_info.setWordWrap(True)
+        self.image_combo = QComboBox()
+        self.gt_combo = QComboBox()
+        self.run_btn = QPushButton("Segment")
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.progress = QProgressBar()
+        self.status = QLabel("Choose a model and an image.")
+        self.status.setWordWrap(True)
+
+        row = QHBoxLayout()
+        row.addWidget(self.model_combo, 1)
+        row.addWidget(self.model_btn)
+        form = QFormLayout()
+        form.addRow("Model", row)
+        form.addRow(self.model_info)
+        form.addRow("Image", self.image_combo)
+        form.addRow("Ground truth", self.gt_combo)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_btn)
+        buttons.addWidget(self.cancel_btn)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addLayout(buttons)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.status)
+        lay.addStretch(1)
+
+        self.model_btn.clicked.connect(self._choose_model)
+        self.model_combo.currentTextChanged.connect(self._describe_model)
+        self.run_btn.clicked.connect(lambda: self.run())
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self.refresh_models()
+        self._refresh_layers()
+
+    # ------------------------------------------------------------------ choices
+    def refresh_models(self) -> None:
+        from napari_pandg.models import list_models
+
+        df = list_models(describe=False)
+        names = list(df["name"]) if "name" in df else []
+        current = self.model_combo.currentText()
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        self.model_combo.addItems(names)
+        if current:
+            self.model_combo.setCurrentText(current)
+        self.model_combo.blockSignals(False)
+        self._describe_model(self.model_combo.currentText())
+
+    def _describe_model(self, name: str) -> None:
+        from napari_pandg.models import ModelError, read_description, resolve_model
+
+        if not name:
+            self.model_info.setText("No model: train one (pandg train) or choose a checkpoint file.")
+            return
+        try:
+            d = read_description(resolve_model(name))
+            self.model_info.setText(d.summary())
+        except (ModelError, FileNotFoundError) as exc:
+            self.model_info.setText(str(exc))
+
+    def _choose_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Segmentation checkpoint", "", "PyTorch (*.pt *.pth)")
+        if path:
+            self.model_combo.setCurrentText(path)
+
+    def _refresh_layers(self, *_: Any) -> None:
+        import napari
+
+        images = [ly.name for ly in self.viewer.layers if isinstance(ly, napari.layers.Image) and ly.ndim == 3]
+        labels = [ly.name for ly in self.viewer.layers if isinstance(ly, napari.layers.Labels) and ly.ndim == 3]
+        for combo, names in ((self.image_combo, images), (self.gt_combo, [NONE, *labels])):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names)
+            if current in names:
+                combo.setCurrentText(current)
+            combo.blockSignals(False)
+
+    # ------------------------------------------------------------------ running
+    def run(self, model: str | None = None, image: Any = None, ground_truth: Any = None) -> Any:
+        """Segment ``image`` (default: the chosen layer) in a worker; returns the worker."""
+        from napari.qt.threading import create_worker
+
+        from napari_pandg.io import from_napari
+
+        model = model or self.model_combo.currentText().strip()
+        image = image if image is not None else self._layer(self.image_combo.currentText())
+        if ground_truth is None and self.gt_combo.currentText() not in ("", NONE):
+            ground_truth = self._layer(self.gt_combo.currentText())
+        if not model or image is None:
+            self.status.setText("Choose a model and an image layer.")
+            return None
+        vol = from_napari(np.asarray(image.data), dict(image.metadata), is_label=False, scale=image.scale, translate=image.translate)
+        gt = None
+        if ground_truth is not None:
+            if ground_truth.data.shape != image.data.shape:
+                self.status.setText(
+                    f"ground truth {ground_truth.name!r} {ground_truth.data.shape} is not on the image grid "
+                    f"{image.data.shape}: choose the label layer of this image"
+                )
+                return None
+            gt = np.asarray(ground_truth.data)
+        self._cancel.clear()
+        worker = create_worker(self._work, model, vol, gt, _ignore_errors=True)
+        worker.returned.connect(lambda res: self._show(res, image))
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._idle)
+        self._worker = worker
+        self.run_btn.setEnabled(False)
+        self.cancel_btn.setEnabled(True)
+        self.progress.setRange(0, 0)
+        self.status.setText(f"Segmenting {image.name} with {Path(model).name} …")
+        worker.start()
+        return worker
+
+    def _work(self, model: str, vol: Any, gt: np.ndarray | None) -> dict[str, Any]:
+        """Runs in the worker thread: inference + metrics (no Qt objects touched)."""
+        from napari_pandg.io import to_napari
+        from napari_pandg.metrics import segmentation_metrics
+        from napari_pandg.models import SegmentationCancelled, segment_volume
+
+        def progress(done: int, total: int, what: str) -> None:
+            self._signals.progress.emit(int(done), int(total), what)
+
+        try:
+            pred = segment_volume(model, vol, progress=progress, cancel=self._cancel.is_set)
+        except SegmentationCancelled:
+            return {"cancelled": True}
+        data, kwargs = to_napari(pred)
+        out: dict[str, Any] = {"data": data, "kwargs": kwargs}
+        if gt is not None:
+            spacing = kwargs["metadata"]["spacing_sar"]
+            out["metrics"] = segmentation_metrics(data, gt, spacing=spacing, label=PANCREAS)
+        return out
+
+    def _show(self, res: dict[str, Any], image: Any) -> None:
+        if res.get("cancelled"):
+            self.status.setText("Cancelled.")
+            return
+        from napari_pandg.layerdata import label_colormap, label_features
+
+        name = f"{image.name}_pred"
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        kwargs = dict(res["kwargs"])
+        kwargs.update(
+            name=name,
+            colormap=label_colormap(),
+            features=label_features(np.unique(res["data"])),
+            opacity=0.6,
+            metadata=dict(image.metadata),  # saving writes on the image's own grid and header
+        )
+        for key in ("scale", "translate", "affine"):
+            kwargs[key] = getattr(image, key) if key != "affine" else image.affine.affine_matrix
+        self.result_layer = self.viewer.add_labels(res["data"], **kwargs)
+        self.metrics = res.get("metrics", {})
+        voxels = int(np.count_nonzero(res["data"] == PANCREAS))
+        text = f"{name}: pancreas {voxels} voxels"
+        if self.metrics:
+            text += f" — Dice {self.metrics['dice']:.3f}, HD95 {self.metrics['hd95']:.1f} mm, NSD {self.metrics['nsd']:.3f}"
+        self.status.setText(text)
+
+    def _layer(self, name: str) -> Any:
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    def _on_progress(self, done: int, total: int, what: str) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def _idle(self) -> None:
+        self._worker = None
+        self.run_btn.setEnabled(True)
+        self.cancel_btn.setEnabled(False)
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)
+        self.progress.setValue(self.progress.maximum())
+
+    def _on_error(self, exc: BaseException) -> None:
+        from napari.utils.notifications import show_error
+
+        self.status.setText(f"Error: {exc}")
+        show_error(str(exc))
