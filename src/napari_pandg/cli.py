@@ -21,6 +21,7 @@ examples:
   pandg train training/configs/erm.yaml data.manifest=data/manifest.csv
   pandg segment --model erm_A_t1fs_venous --input t2.nii.gz --output t2_pancreas.nii.gz
   pandg models
+  pandg benchmark data/manifest.csv --models erm_A_t1fs_venous,gin_A_t1fs_venous --out-dir bench
 """
 
 
@@ -278,6 +279,46 @@ def _run_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- benchmark
+def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "benchmark",
+        help="center x sequence Dice/HD95/NSD of one or more models on a labelled dataset",
+        description=(
+            "Segment every labelled image of MANIFEST with each model and write per_case.csv, a "
+            "center x sequence Dice matrix per model (CSV + heatmap PNG), summary.csv (in-domain, "
+            "cross-center, cross-sequence) and a self-contained report.html. Subjects a model was "
+            "trained or validated on are excluded (see docs/benchmark.md)."
+        ),
+    )
+    p.add_argument("manifest", type=Path, help="dataset index / manifest CSV or dataset folder")
+    p.add_argument("--models", required=True, help="comma list of model names, checkpoints or run folders")
+    p.add_argument("--out-dir", required=True, type=Path)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--max-cases-per-cell", type=int, default=None, help="deterministic subsample per cell")
+    p.add_argument("--include-training-subjects", action="store_true", help="also score training/validation subjects")
+    p.add_argument("--save-predictions", action="store_true", help="write every predicted mask")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_run_benchmark)
+
+
+def _run_benchmark(args: argparse.Namespace) -> int:
+    from napari_pandg.benchmark import run_benchmark_cli
+
+    report = run_benchmark_cli(
+        args.manifest,
+        args.models,
+        args.out_dir,
+        overwrite=args.overwrite,
+        device=args.device,
+        max_cases_per_cell=args.max_cases_per_cell,
+        exclude_training_subjects=not args.include_training_subjects,
+        save_predictions=args.save_predictions,
+    )
+    print(f"report: {report}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -300,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_segment(sub)
     _add_models(sub)
+    _add_benchmark(sub)
     return parser
 
 

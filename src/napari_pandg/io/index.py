@@ -103,7 +103,7 @@ def read_index(path: str | os.PathLike) -> pd.DataFrame:
         raise PandgIOError(f"{path}: not a dataset index, missing columns {missing}")
     for c in ("subject", "center", "sequence", "label_map", "split", "layout"):
         if c in df:
-            df[c] = df[c].fillna("").astype(str)
+            df[c] = df[c].astype(object).fillna("").astype(str)
     if "label" not in df:
         df["label"] = None
     base = path.parent.resolve()

@@ -385,6 +385,7 @@ class Trainer:
             val_metrics=dict(val or {}),
             command=self.command,
             extra={"config": cfg.to_dict(),
+                   "train_subjects": sorted(s for s, v in self.split.items() if v == "train"),
                    "test_subjects": sorted(s for s, v in self.split.items() if v == "test"),
                    "val_subjects": sorted(s for s, v in self.split.items() if v == "val")},  # fmt: skip
         )
