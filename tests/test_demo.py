@@ -15,7 +15,7 @@ from napari_pandg.demo import run_demo
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo")
-    run_demo(out, n_subjects=1, seed=1, open_viewer=False, screenshots=False)
+    run_demo(out, n_subjects=1, seed=1, open_viewer=False, screenshots=False, models=False, fine_spacing=2.5)
     return out
 
 
@@ -44,5 +44,5 @@ def test_demo_contrast_shows_the_sequence_shift(demo_out: Path) -> None:
 def test_demo_refuses_nonempty_out_without_overwrite(demo_out: Path) -> None:
     report = (demo_out / "report.md").read_text()
     with pytest.raises(FileExistsError, match="--overwrite"):
-        run_demo(demo_out, open_viewer=False, screenshots=False)
+        run_demo(demo_out, open_viewer=False, screenshots=False, models=False)
     assert (demo_out / "report.md").read_text() == report

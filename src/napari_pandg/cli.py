@@ -143,6 +143,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out folder")
     p.add_argument("--no-viewer", action="store_true", help="do not open an interactive viewer")
+    p.add_argument("--no-models", action="store_true", help="skip segmenting with the shipped models")
     p.set_defaults(func=_run_demo)
 
 
@@ -155,6 +156,7 @@ def _run_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         overwrite=args.overwrite,
         open_viewer=not args.no_viewer,
+        models=not args.no_models,
         progress=_print_progress,
     )
     print(f"demo finished: see {report}")

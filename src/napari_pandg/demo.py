@@ -38,9 +38,14 @@ def run_demo(
     overwrite: bool = False,
     open_viewer: bool = True,
     screenshots: bool = True,
+    models: bool = True,
+    fine_spacing: float = 1.5,
     progress: Progress | None = None,
 ) -> Path:
-    """Run the demo into ``out`` and return the path of its report (``out/report.md``)."""
+    """Run the demo into ``out`` and return the path of its report (``out/report.md``).
+
+    ``fine_spacing`` is the phantom's anatomy grid (mm); coarser is faster (tests use 2.5).
+    """
     from napari_pandg.io import build_index, write_index
     from napari_pandg.phantom import CENTERS, SEQUENCES, write_dataset
     from napari_pandg.report import center_sequence_montage, contrast_table
@@ -56,9 +61,17 @@ def run_demo(
             shutil.rmtree(out / name, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    steps = 5
+    steps = 6
     progress(1, steps, f"generating phantom: {n_subjects} subject(s) x {len(CENTERS)} centers x {len(SEQUENCES)} sequences")
-    write_dataset(out / "data", n_subjects=n_subjects, centers=tuple(CENTERS), sequences=SEQUENCES, seed=seed, overwrite=True)
+    write_dataset(
+        out / "data",
+        n_subjects=n_subjects,
+        centers=tuple(CENTERS),
+        sequences=SEQUENCES,
+        seed=seed,
+        overwrite=True,
+        fine_spacing=fine_spacing,
+    )
     t_synth = time.perf_counter() - t0
 
     progress(2, steps, "indexing the dataset")
@@ -83,10 +96,15 @@ def run_demo(
         .round(2)
     )
 
+    bench_note = "skipped"
+    if models:
+        progress(4, steps, "segmenting with the shipped models: center x sequence benchmark")
+        bench_note = _shipped_model_benchmark(index, out / "benchmark")
+
     shots: list[Path] = []
     shot_note = "skipped (--no-screenshots)"
     if screenshots:
-        progress(4, steps, "napari screenshots")
+        progress(5, steps, "napari screenshots")
         try:
             from napari_pandg._qt.screenshots import subject_screenshots
 
@@ -95,8 +113,8 @@ def run_demo(
             shot_note = f"{len(shots)} napari screenshot(s) of subject {first}"
         except Exception as exc:  # a missing display must not lose the rest of the demo
             shot_note = f"not taken: {type(exc).__name__}: {exc}"
-    report = _write_report(out, index, montage, summary, shots, shot_note, t_synth)
-    progress(5, steps, f"report: {report}")
+    report = _write_report(out, index, montage, summary, shots, shot_note, t_synth, bench_note)
+    progress(6, steps, f"report: {report}")
 
     if open_viewer and display_available():
         from napari_pandg._qt.screenshots import open_viewer_with
@@ -113,6 +131,7 @@ def _write_report(
     shots: list[Path],
     shot_note: str,
     t_synth: float,
+    bench_note: str = "skipped",
 ) -> Path:
     lines = [
         "# napari-pandg demo",
@@ -122,6 +141,7 @@ def _write_report(
         f"- dataset index (read back through the loader): `{out / 'index.csv'}`",
         f"- center x sequence montage (pancreas contour in yellow): `{montage}`",
         f"- contrast table: `{out / 'contrast.csv'}`",
+        f"- shipped models on this data (center x sequence Dice): {bench_note}",
         f"- napari screenshots: {shot_note}",
         *[f"  - `{p}`" for p in shots],
         "",
@@ -138,6 +158,22 @@ def _write_report(
     tmp.write_text("\n".join(lines))
     os.replace(tmp, path)
     return path
+
+
+def _shipped_model_benchmark(index: pd.DataFrame, out: Path) -> str:
+    """Run every shipped model over the demo data; returns a one-line note for the report."""
+    from napari_pandg.benchmark import format_matrix, run_benchmark
+    from napari_pandg.models import list_models
+
+    shipped = list_models(describe=False)
+    shipped = shipped[shipped["source"] == "shipped"] if "source" in shipped else shipped.iloc[0:0]
+    if shipped.empty:
+        return "no shipped model in this installation"
+    names = list(shipped["name"])
+    result = run_benchmark(index, names, out, overwrite=True)
+    for name, matrix in result.matrices.items():
+        print(f"{name}: mean pancreas Dice, centers x sequences\n{format_matrix(matrix, result.counts[name])}")
+    return f"{', '.join(names)} -> `{result.report}`"
 
 
 def _has_tabulate() -> bool:

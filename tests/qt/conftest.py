@@ -13,9 +13,13 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 
-def wait_worker(qtbot, worker, timeout: int = 60_000) -> None:
-    """Block (processing Qt events) until a napari worker has finished."""
+def wait_worker(qtbot, worker, timeout: int = 120_000) -> None:
+    """Process Qt events until a napari worker has finished and its slots have run.
+
+    Polls the worker registry instead of waiting for ``finished``, which a fast worker may
+    emit before a signal wait is set up. A worker leaves ``_worker_set`` on its private
+    ``_finished`` signal, emitted after ``finished``, so the widget's slots have run by then.
+    """
     if worker is None:
         return
-    with qtbot.waitSignal(worker.finished, timeout=timeout):
-        pass
+    qtbot.waitUntil(lambda: worker not in type(worker)._worker_set, timeout=timeout)

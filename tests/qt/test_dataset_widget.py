@@ -103,9 +103,8 @@ def test_screenshot_pancreas_label_over_pancreas(widget: DatasetWidget, qtbot) -
     assert yellow.sum() > 50, "pancreas label not visible"
     assert (np.abs(with_label - without).sum(axis=2)[~yellow] > 30).mean() < 0.01
 
-    # where on screen: project the label's world centroid through the 2D camera
-    z = int(round(viewer.dims.point[0]))  # noqa: F841 - slice chosen by focus_on_label
-    sl = np.asarray(labels.data)[labels.world_to_data(viewer.dims.point).round().astype(int)[0]]
+    # where on screen: project the label's world centroid on this slice through the 2D camera
+    sl = np.asarray(labels.data)[int(round(labels.world_to_data(viewer.dims.point)[0]))]
     rows, cols = np.nonzero(sl == PANCREAS)
     world = np.array([labels.data_to_world((0, r, c))[1:] for r, c in zip(rows, cols, strict=True)]).mean(axis=0)
     h, w = with_label.shape[:2]
