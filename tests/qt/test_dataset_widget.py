@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from napari_pandg._qt.dataset_widget import ALL, DatasetWidget

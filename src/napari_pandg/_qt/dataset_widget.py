@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_pandg._qt._common import report_error
 from napari_pandg.layerdata import RADIOLOGICAL_2D
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -273,7 +274,4 @@ class DatasetWidget(QWidget):
             self.progress.setValue(1)
 
     def _on_error(self, exc: BaseException) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.setText(f"Error: {exc}")
-        show_error(str(exc))
+        report_error(self.status, exc)

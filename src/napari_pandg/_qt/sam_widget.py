@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_pandg._qt._common import layer_names, report_error, set_combo_items
 from napari_pandg.labels import PANCREAS
 from napari_pandg.prompting import (
     NEGATIVE,
@@ -265,22 +266,8 @@ class SamWidget(QWidget):
 
     # ------------------------------------------------------------------ layers
     def _refresh_layer_choices(self, *_: Any) -> None:
-        import napari
-
-        images = [ly.name for ly in self.viewer.layers if isinstance(ly, napari.layers.Image) and ly.ndim == 3]
-        labels = [
-            ly.name
-            for ly in self.viewer.layers
-            if isinstance(ly, napari.layers.Labels) and ly.ndim == 3 and ly.name not in LAYER_NAMES
-        ]
-        for combo, names in ((self.image_combo, images), (self.mask_combo, labels)):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
-            combo.blockSignals(False)
+        set_combo_items(self.image_combo, layer_names(self.viewer, "Image"))
+        set_combo_items(self.mask_combo, layer_names(self.viewer, "Labels", exclude=LAYER_NAMES))
 
     def _selected_image(self) -> Any:
         name = self.image_combo.currentText()
@@ -573,7 +560,4 @@ class SamWidget(QWidget):
             self.progress.setValue(1)
 
     def _on_error(self, exc: BaseException) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.setText(f"Error: {exc}")
-        show_error(str(exc))
+        report_error(self.status, exc)

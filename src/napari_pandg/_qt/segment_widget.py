@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_pandg._qt._common import layer_names, report_error, set_combo_items
 from napari_pandg.labels import PANCREAS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -98,12 +99,9 @@ class SegmentWidget(QWidget):
         df = list_models(describe=False)
         names = list(df["name"]) if "name" in df else []
         current = self.model_combo.currentText()
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
-        self.model_combo.addItems(names)
-        if current:
+        set_combo_items(self.model_combo, names)
+        if current:  # editable: keep a typed checkpoint path too
             self.model_combo.setCurrentText(current)
-        self.model_combo.blockSignals(False)
         self._describe_model(self.model_combo.currentText())
 
     def _describe_model(self, name: str) -> None:
@@ -124,18 +122,8 @@ class SegmentWidget(QWidget):
             self.model_combo.setCurrentText(path)
 
     def _refresh_layers(self, *_: Any) -> None:
-        import napari
-
-        images = [ly.name for ly in self.viewer.layers if isinstance(ly, napari.layers.Image) and ly.ndim == 3]
-        labels = [ly.name for ly in self.viewer.layers if isinstance(ly, napari.layers.Labels) and ly.ndim == 3]
-        for combo, names in ((self.image_combo, images), (self.gt_combo, [NONE, *labels])):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
-            combo.blockSignals(False)
+        set_combo_items(self.image_combo, layer_names(self.viewer, "Image"))
+        set_combo_items(self.gt_combo, [NONE, *layer_names(self.viewer, "Labels")])
 
     # ------------------------------------------------------------------ running
     def run(self, model: str | None = None, image: Any = None, ground_truth: Any = None) -> Any:
@@ -240,7 +228,4 @@ class SegmentWidget(QWidget):
         self.progress.setValue(self.progress.maximum())
 
     def _on_error(self, exc: BaseException) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.setText(f"Error: {exc}")
-        show_error(str(exc))
+        report_error(self.status, exc)

@@ -434,7 +434,6 @@ def build_anatomy(rng: np.random.Generator, spacing: float = 1.5) -> Anatomy:
         tb = cv.tube(ctrl, b_cc * scale / 2, a_ap * scale / 2)
         qn = tb.q() - 0.06 * cv.N[tb.sl].flat[tb.ids] - lob_amp * cv.NL[tb.sl].flat[tb.ids]
         cv.paint(tb.sl, tb.full(qn < 1), L_PANC, T.PANCREAS, gap=1.5)
-        panc_tube = tb
         sl, q = cv.ellipsoid(head_c, head_semi * scale)
         qn = q - 0.06 * cv.N[sl] - lob_amp * cv.NL[sl]
         cv.paint(sl, qn < 1, L_PANC, T.PANCREAS, gap=1.5)
@@ -553,7 +552,7 @@ def build_anatomy(rng: np.random.Generator, spacing: float = 1.5) -> Anatomy:
         cv.paint(tb.sl, tb.full(tb.q() < 1), 0, T.VEN_BLOOD, gap=1.0,
                  exempt=(L_IVC, L_RKID, L_LKID))
     # adrenals: thin inverted-Y, above/medial to the upper poles
-    for s, lab, zt in ((1, L_RADR, -42 + 50), (-1, L_LADR, -26 + 42)):
+    for s, lab, _zt in ((1, L_RADR, -42 + 50), (-1, L_LADR, -26 + 42)):
         kc = kid_info[L_RKID if s > 0 else L_LKID][0]
         apex = np.array([s * 30 + J(2), ax_y + 4 + J(2), kc[2] + 62 + J(3)])
         limb1 = apex + [s * -1, -14, -18]
