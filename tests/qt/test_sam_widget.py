@@ -211,8 +211,18 @@ def test_model_checkpoint_remembered(widget, qtbot, tmp_path: Path, engine) -> N
     widget.ckpt_edit.setText(str(ckpt))
     widget.size_spin.setValue(SIZE)
     widget.device_combo.setCurrentText("cpu")
-    wait_worker(qtbot, widget.load_model(), timeout=120_000)
-    assert widget.engine is not engine and widget.engine.image_size == SIZE
     from napari.settings import get_plugin_settings
 
-    assert get_plugin_settings("napari-pandg").sam.checkpoint == str(ckpt)
+    settings = get_plugin_settings("napari-pandg").sam
+    saved = (settings.checkpoint, settings.image_size, settings.device)
+    try:
+        wait_worker(qtbot, widget.load_model(), timeout=120_000)
+        assert widget.engine is not engine and widget.engine.image_size == SIZE
+        assert "random_sam.pt" in widget.model_label.text()
+        assert settings.checkpoint == str(ckpt)
+        # a new widget (e.g. the next napari session) starts from the remembered checkpoint
+        from napari_pandg._qt.sam_widget import SamWidget
+
+        assert SamWidget(widget.viewer).ckpt_edit.text() == str(ckpt)
+    finally:  # do not leave the test's file in the user's napari settings
+        settings.checkpoint, settings.image_size, settings.device = saved

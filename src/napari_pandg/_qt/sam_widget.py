@@ -260,7 +260,8 @@ class SamWidget(QWidget):
 
         self.engine = engine
         self.segmenter = VolumeSegmenter(engine)
-        self.model_label.setText(f"{engine!r}"[:200])
+        source = Path(engine.checkpoint).name if engine.checkpoint else "random weights"
+        self.model_label.setText(f"{engine.config} at {engine.image_size} px on {engine.device} ({source})")
         if self.image_layer is not None:
             self.set_image_layer(self.image_layer)
 
