@@ -143,7 +143,10 @@ def test_cancel_keeps_partial_result(widget, qtbot) -> None:
             widget.cancel()
 
     widget._signals.slice_done.connect(on_slice)
-    wait_worker(qtbot, widget.segment_volume())
+    worker = widget.segment_volume()
+    widget.commit()  # refused while the engine is busy: one job at a time
+    assert widget.status.text().startswith("Busy")
+    wait_worker(qtbot, worker)
     assert widget.segmenter.last_cancelled
     assert len(seen) < 10
 

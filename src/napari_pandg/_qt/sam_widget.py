@@ -392,7 +392,14 @@ class SamWidget(QWidget):
             except ValueError as exc:
                 self.status.setText(str(exc))
                 return False
-        return self._worker is None
+        return not self._busy()
+
+    def _busy(self) -> bool:
+        """True (and says so) while a model job runs: the engine is used by one thread at a time."""
+        if self._worker is not None:
+            self.status.setText("Busy: wait for the running job or press Cancel.")
+            return True
+        return False
 
     # ------------------------------------------------------------------ actions
     def segment_slice(self) -> Any:
@@ -482,6 +489,8 @@ class SamWidget(QWidget):
 
     def commit(self) -> None:
         """current_object -> committed_objects under the chosen label id; clears prompts."""
+        if self._busy():
+            return
         if self.segmenter is None or self.segmenter.mask is None:
             self.status.setText("Nothing to commit.")
             return
@@ -493,14 +502,23 @@ class SamWidget(QWidget):
 
     def clear(self) -> None:
         """Drop the current object and the prompts (undoable)."""
-        if self.segmenter is not None and self.segmenter._vol is not None:
-            self.segmenter.clear()
+        if self._busy():
+            return
+        if self.segmenter is not None:
+            from napari_pandg.sam import SamStateError
+
+            try:
+                self.segmenter.clear()
+            except SamStateError:  # no volume yet: nothing to clear in the engine
+                pass
         if "current_object" in self.viewer.layers:
             self.current_layer.data = np.zeros_like(self.current_layer.data)
         self._clear_prompts()
         self.status.setText("Cleared.")
 
     def undo(self) -> None:
+        if self._busy():
+            return
         if self.segmenter is None or not self.segmenter.can_undo:
             self.status.setText("Nothing to undo.")
             return
