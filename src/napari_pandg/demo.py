@@ -57,7 +57,7 @@ def run_demo(
             raise FileExistsError(
                 f"{out} is not empty; choose another --out or pass --overwrite to replace the demo outputs in it"
             )
-        for name in ("data", "screenshots"):
+        for name in ("data", "screenshots", "benchmark"):
             shutil.rmtree(out / name, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -102,7 +102,7 @@ def run_demo(
         bench_note = _shipped_model_benchmark(index, out / "benchmark")
 
     shots: list[Path] = []
-    shot_note = "skipped (--no-screenshots)"
+    shot_note = "skipped"
     if screenshots:
         progress(5, steps, "napari screenshots")
         try:
