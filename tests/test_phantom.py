@@ -209,6 +209,13 @@ def test_write_dataset(tmp_path):
     assert len(df2) == 1
     # same seed/center/index -> same subject seed
     assert int(df2["seed"].iloc[0]) == int(df[df.center == "C"]["seed"].iloc[0])
+    # a test set with its own first index: ids that never collide with C001..
+    df3 = write_dataset(tmp_path / "test", n_subjects=1, centers=("C",), sequences=("t2",), seed=5,
+                        fine_spacing=3.5, first_index=101)
+    assert list(df3["subject"]) == ["C101"]
+    assert int(df3["seed"].iloc[0]) != int(df2["seed"].iloc[0])
+    with pytest.raises(ValueError, match="1..999"):
+        write_dataset(tmp_path / "bad", n_subjects=2, centers=("C",), first_index=999)
 
 
 def test_montage(tmp_path, subj_a):

@@ -55,6 +55,11 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--centers", type=_csv_list, default=list(CENTERS), help="comma list")
     p.add_argument("--sequences", type=_csv_list, default=list(SEQUENCES), help="comma list")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--first-index", type=int, default=1,
+        help="index of the first subject per center (ids <center><index:03d>); give a test set "
+        "e.g. --first-index 101 so that its ids never collide with training ids",
+    )
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty folder")
     p.set_defaults(func=_run_synth)
 
@@ -81,6 +86,7 @@ def _run_synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         overwrite=args.overwrite,
         progress=_print_progress,
+        first_index=args.first_index,
     )
     dt = time.perf_counter() - t0
     print(

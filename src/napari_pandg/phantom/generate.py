@@ -167,12 +167,15 @@ def write_dataset(
     overwrite: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
     fine_spacing: float = 1.5,
+    first_index: int = 1,
 ):
     """Write ``n_subjects`` per center as NIfTI + ``manifest.csv`` + ``phantom.json``.
 
     Layout: ``DIR/imagesTr/<subject>_<sequence>.nii.gz`` (float32) and
     ``DIR/labelsTr/<subject>_<sequence>.nii.gz`` (uint8, AMOS ids); subject ids are
-    ``<center><index:03d>`` (e.g. ``A001``). Returns the manifest as a DataFrame.
+    ``<center><index:03d>`` (e.g. ``A001``), indices ``first_index .. first_index + n - 1``.
+    Give an independent test set its own ``first_index`` (e.g. 101) as well as its own seed,
+    so that its subject ids never collide with a training set's. Returns the manifest.
     """
     import pandas as pd
 
@@ -192,6 +195,9 @@ def write_dataset(
         raise KeyError(f"unknown sequence(s) {bad_s}; choose from {', '.join(SEQUENCES)}")
     if n_subjects < 1:
         raise ValueError("n_subjects must be >= 1")
+    last = first_index + n_subjects - 1
+    if first_index < 1 or last > 999:
+        raise ValueError(f"subject indices {first_index}..{last} must lie in 1..999")
     (out / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out / "labelsTr").mkdir(parents=True, exist_ok=True)
     rows = []
@@ -199,7 +205,7 @@ def write_dataset(
     done = 0
     for c in centers:
         prof = CENTERS[c]
-        for i in range(1, n_subjects + 1):
+        for i in range(first_index, first_index + n_subjects):
             sid = f"{c}{i:03d}"
             s_seed = subject_seed(seed, c, i)
             subj = generate_subject(sid, c, tuple(sequences), seed=s_seed, fine_spacing=fine_spacing)
@@ -227,7 +233,8 @@ def write_dataset(
     os.replace(tmp, out / "manifest.csv")
     meta = dict(
         generator="napari_pandg.phantom", version=GENERATOR_VERSION, seed=int(seed),
-        n_subjects_per_center=int(n_subjects), centers=list(centers), sequences=list(sequences),
+        n_subjects_per_center=int(n_subjects),
+        first_index=int(first_index), centers=list(centers), sequences=list(sequences),
         fine_spacing_mm=fine_spacing,
         center_profiles={c: dict(vendor=CENTERS[c].vendor, model=CENTERS[c].model,
                                  field_strength=CENTERS[c].field_strength,
