@@ -308,3 +308,22 @@ def test_feature_pretraining_feeds_maskgen(manifest: Path, tmp_path: Path):
     m = load_checkpoint(res.last_path)
     assert m.description.feature_extractor["trained"]["n_label_maps"] == 2
     assert m.description.in_channels == 17
+
+
+def test_train_features_cli_uses_only_training_subjects(manifest: Path, tmp_path: Path, capsys):
+    from napari_pandg.cli import main
+
+    split = tmp_path / "split.csv"
+    split.write_text("subject,split\nS00,train\nS01,test\nS02,train\n")
+    out = tmp_path / "f.pt"
+    args = ["train-features", str(manifest), "--out", str(out), "--steps", "1", "--patch-size", "16,16,16",
+            "--split-from", str(split)]  # fmt: skip
+    assert main(args) == 0
+    desc = torch.load(out, weights_only=True)["description"]
+    assert desc["trained"]["n_label_maps"] == 2 and desc["trained"]["patch_size"] == [16, 16, 16]
+    assert main(args) == 2  # exists: refused without --overwrite
+    assert main(args + ["--overwrite", "--patch-size", "16,16"]) == 2
+    assert main(args + ["--overwrite", "--patch-size", "16,16,8"]) == 2
+    assert "at least 16" in capsys.readouterr().err
+    split.write_text("subject,split\nS00,test\n")
+    assert main(args + ["--overwrite"]) == 2

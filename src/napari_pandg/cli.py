@@ -220,6 +220,64 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- train-features
+def _add_train_features(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-features",
+        help="pre-train the MaskGen anatomy feature extractor (contrastive, on label maps)",
+        description=(
+            "Train the anatomix-style, contrast-invariant 3D feature extractor that MaskGen "
+            "concatenates to the image: two random-contrast renderings of the same label-map "
+            "patch, voxel-wise InfoNCE. Only label maps are read. Restrict it to the training "
+            "subjects (--subjects or --split-from RUN/split.csv) so test anatomy is never seen. "
+            "Point method.params.features of training/configs/maskgen.yaml at the output."
+        ),
+    )
+    p.add_argument("manifest", type=Path, help="dataset index (manifest.csv)")
+    p.add_argument("--out", required=True, type=Path, help="features checkpoint to write (.pt)")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--patch-size", type=_csv_list, default=["64", "64", "32"],
+                   help="X,Y,Z voxels at 2 x 2 x 4 mm, divisible by 8 (default 64,64,32)")
+    p.add_argument("--centers", type=_csv_list, default=None, help="comma list (default: all)")
+    p.add_argument("--subjects", type=_csv_list, default=None, help="comma list of subject ids")
+    p.add_argument(
+        "--split-from", type=Path, default=None,
+        help="a run's split.csv: use only its 'train' subjects",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(func=_run_train_features)
+
+
+def _run_train_features(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from napari_pandg.train.features import run_train_features_cli
+
+    subjects = list(args.subjects) if args.subjects else None
+    if args.split_from is not None:
+        if not args.split_from.is_file():
+            raise FileNotFoundError(f"--split-from {args.split_from}: no such file (a run's split.csv)")
+        split = pd.read_csv(args.split_from, dtype=str)
+        if not {"subject", "split"} <= set(split.columns):
+            raise ValueError(f"--split-from {args.split_from}: needs columns subject,split")
+        train = set(split.loc[split["split"] == "train", "subject"])
+        subjects = sorted(train & set(subjects)) if subjects else sorted(train)
+        if not subjects:
+            raise ValueError(f"--split-from {args.split_from}: no 'train' subjects left")
+    try:
+        patch = tuple(int(v) for v in args.patch_size)
+    except ValueError:
+        raise ValueError(f"--patch-size {','.join(args.patch_size)}: give three integers X,Y,Z") from None
+    if len(patch) != 3:
+        raise ValueError(f"--patch-size {','.join(args.patch_size)}: give three integers X,Y,Z")
+    run_train_features_cli(
+        args.manifest, args.out, steps=args.steps, centers=args.centers, subjects=subjects,
+        seed=args.seed, overwrite=args.overwrite, patch_size=patch,
+    )
+    return 0
+
+
 # --------------------------------------------------------------------------- segment
 def _add_segment(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -347,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_sam(sub)
     _add_train(sub)
+    _add_train_features(sub)
     _add_segment(sub)
     _add_models(sub)
     _add_benchmark(sub)

@@ -163,8 +163,8 @@ def train_features(
     labels = _label_volumes(manifest, spacing, centers, sequences, set(subjects) if subjects else None)
     patch = tuple(int(p) for p in patch_size)
     div = 2**num_downs
-    if any(p % div for p in patch):
-        raise ConfigError(f"patch_size {patch} must be divisible by {div}")
+    if any(p % div or p < 2 * div for p in patch):
+        raise ConfigError(f"patch_size {patch} must be multiples of {div} and at least {2 * div} (num_downs={num_downs})")
     labels = [np.pad(v, [(0, max(0, p - s)) for s, p in zip(v.shape, patch, strict=True)]) for v in labels]
     torch.manual_seed(seed)
     kwargs = {"num_downs": num_downs, "ngf": ngf, "norm": "instance"}
@@ -215,8 +215,13 @@ def run_train_features_cli(
     centers: Sequence[str] | None = None,
     seed: int = 0,
     overwrite: bool = False,
+    subjects: Sequence[str] | None = None,
+    patch_size: Sequence[int] = (64, 64, 32),
 ) -> Path:
     """``pandg train-features``: contrastive pre-training of the MaskGen feature extractor."""
-    path = train_features(manifest, out, steps=steps, centers=centers, seed=seed, overwrite=overwrite)
+    path = train_features(
+        manifest, out, steps=steps, centers=centers, subjects=subjects, seed=seed,
+        overwrite=overwrite, patch_size=patch_size,
+    )
     print(f"wrote {path}")
     return path
