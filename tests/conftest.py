@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
+
+# Load torch's compiler stack (and triton's C extension) before any test loads PyQt6: importing
+# triton for the first time after PyQt6 segfaults in this environment (seen when the SAM widget
+# tests run before tests/test_sam.py in one process, where torchvision imports torch._dynamo).
+with suppress(ImportError):
+    import torch._dynamo  # noqa: F401
 
 
 @pytest.fixture(scope="session")

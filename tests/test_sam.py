@@ -333,7 +333,7 @@ def test_correct_reuses_features_and_keeps_anchors(seg, engine):
     m0 = seg.propagate(KEY, box=BOX)
     before = engine.encoder_calls
     calls = []
-    m1 = seg.correct(9, points=[(48, 40, 1), (30, 28, -1)], callback=lambda z, *_: calls.append(z))
+    m1 = seg.correct(9, points=[(48, 40, 1), (30, 28, -1)], converge=None, callback=lambda z, *_: calls.append(z))
     assert engine.encoder_calls == before  # no re-encoding
     assert seg.anchors == [KEY, 9]
     # bounded re-propagation: from 9 up to the end and down to the slice after the key slice
@@ -344,14 +344,14 @@ def test_correct_reuses_features_and_keeps_anchors(seg, engine):
     paint = np.zeros(SHAPE[:2], np.uint8)
     paint[40:56, 34:46] = 1
     calls.clear()
-    m2 = seg.correct(3, mask2d=paint, callback=lambda z, *_: calls.append(z))
+    m2 = seg.correct(3, mask2d=paint, converge=None, callback=lambda z, *_: calls.append(z))
     assert engine.encoder_calls == before
     assert np.array_equal(m2[:, :, 3], paint)
     assert seg.anchors == [3, KEY, 9]
     assert sorted(calls) == [0, 1, 2, 3, 4, 5]
     # the earlier correction survives the next re-propagation (kept as conditioning slice)
     s9 = m2[:, :, 9].copy()
-    m3 = seg.correct(11, points=[(50, 40, 1)], bounded=False)
+    m3 = seg.correct(11, points=[(50, 40, 1)], bounded=False, converge=None)
     assert seg.anchors == [3, KEY, 9, 11]
     assert np.array_equal(m3[:, :, 3], paint)
     assert np.array_equal(m3[:, :, 9], s9)
@@ -364,11 +364,49 @@ def test_correct_reuses_features_and_keeps_anchors(seg, engine):
     assert seg.anchors == [KEY]
 
 
+def test_correction_stops_where_the_mask_no_longer_changes(seg, engine):
+    seg.propagate(KEY, box=BOX)
+    paint = np.zeros(SHAPE[:2], np.uint8)
+    paint[40:56, 34:46] = 1
+    full = seg.correct(KEY + 1, mask2d=paint, bounded=False, converge=None)
+    assert seg.last_converged == {}
+    assert sorted(seg.last_visited) == list(range(SHAPE[2]))
+    # the same correction again: the anchors are unchanged, so the re-propagated slices equal
+    # the current mask and each pass ends after `converge` agreeing slices
+    calls = []
+    again = seg.correct(KEY + 1, mask2d=paint, bounded=False, converge=2, converge_dice=1.0,
+                        callback=lambda z, *_: calls.append(z))  # fmt: skip
+    assert sorted(calls) == [KEY - 1, KEY, KEY + 1, KEY + 2, KEY + 3]
+    assert seg.last_converged == {"forward": KEY + 3, "backward": KEY - 1}
+    assert np.array_equal(again, full)
+    # a real change keeps going: on an empty previous mask every non-empty slice disagrees, so
+    # a pass runs until its first empty slice
+    seg.set_mask(np.zeros(SHAPE, np.uint8))
+    seg.keep_largest = False
+    new = seg.correct(KEY, mask2d=paint, bounded=False, converge=1, converge_dice=1.0)
+    for side, step in (("forward", 1), ("backward", -1)):
+        zs = [z for z in seg.last_visited if (z - KEY) * step > 0]
+        assert zs == sorted(zs, key=lambda z: z * step)
+        for z in zs[:-1]:
+            assert new[:, :, z].any()
+        if side in seg.last_converged:
+            assert seg.last_converged[side] == zs[-1] and not new[:, :, zs[-1]].any()
+        else:
+            assert not zs or zs[-1] in (0, SHAPE[2] - 1)
+    from napari_pandg.sam.segmenter import masks_agree
+
+    assert masks_agree(np.zeros((4, 4)), np.zeros((4, 4)), 1.0)
+    assert not masks_agree(np.eye(4), np.zeros((4, 4)), 0.5)
+    assert masks_agree(np.eye(4), np.eye(4), 1.0)
+    with pytest.raises(ValueError, match="converge"):
+        seg.correct(KEY, mask2d=paint, converge=0)
+
+
 def test_correct_external_mask_and_commit(seg, volume):
     gt = (volume > 400).astype(np.uint8)  # "DG model" mask
     seg.set_mask(gt)
     assert np.array_equal(seg.mask, gt)
-    m = seg.correct(KEY, points=[(48, 40, 1)], span=1)
+    m = seg.correct(KEY, points=[(48, 40, 1)], span=1, converge=None)
     # only slices KEY-1..KEY+1 re-propagated; the rest of the loaded mask is untouched
     far = [z for z in range(SHAPE[2]) if abs(z - KEY) > 1]
     assert np.array_equal(m[:, :, far] > 0, (gt[:, :, far] > 0) & (m[:, :, far] > 0))

@@ -485,7 +485,16 @@ class SamWidget(QWidget):
         cancelled = getattr(self.segmenter, "last_cancelled", False)
         zs = np.nonzero(mask_xyz.any(axis=(0, 1)))[0]
         extent = f"slices {zs.min()}-{zs.max()}" if zs.size else "empty"
-        self.status.setText(("Cancelled; kept what was done. " if cancelled else "") + f"current_object: {n} voxels, {extent}.")
+        note = "Cancelled; kept what was done. " if cancelled else ""
+        visited = len(getattr(self.segmenter, "last_visited", []))
+        conv = getattr(self.segmenter, "last_converged", {})
+        if conv:
+            where = ", ".join(f"{k} at slice {v}" for k, v in sorted(conv.items()))
+            note += f"Re-propagated {visited} slices, stopped where the mask no longer changed ({where}). "
+        if not cancelled:
+            self.progress.setRange(0, 1)
+            self.progress.setValue(1)
+        self.status.setText(note + f"current_object: {n} voxels, {extent}.")
 
     def commit(self) -> None:
         """current_object -> committed_objects under the chosen label id; clears prompts."""

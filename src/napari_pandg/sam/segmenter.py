@@ -105,6 +105,14 @@ def largest_connected_component(mask: np.ndarray, keep: np.ndarray | None = None
     return np.isin(labels, sorted(keep_ids))
 
 
+def masks_agree(a: np.ndarray, b: np.ndarray, min_dice: float) -> bool:
+    """Whether two 2D masks agree: both empty, or Dice >= ``min_dice``."""
+    na, nb = int(np.count_nonzero(a)), int(np.count_nonzero(b))
+    if na + nb == 0:
+        return True
+    return 2.0 * np.count_nonzero(np.logical_and(a, b)) / (na + nb) >= min_dice
+
+
 class VolumeSegmenter:
     """MedSAM2 box-and-propagate segmentation with corrections, undo and commit.
 
@@ -128,6 +136,10 @@ class VolumeSegmenter:
         self.max_cached_slices = max_cached_slices
         self.max_undo = int(max_undo)
         self.last_cancelled = False
+        #: slices the last propagate()/correct() computed, and where a correction converged
+        #: ({"forward": z, "backward": z}: the pass stopped there, the slices beyond were kept)
+        self.last_visited: list[int] = []
+        self.last_converged: dict[str, int] = {}
         self._vol: np.ndarray | None = None  # uint8 (Z, Y, X)
         self._frames = None
         self._cache = None
@@ -367,6 +379,8 @@ class VolumeSegmenter:
         direction: str = "both",
         bounded: bool = True,
         span: int | None = None,
+        converge: int | None = 3,
+        converge_dice: float = 0.98,
         callback: Callback | None = None,
         cancel: threading.Event | None = None,
     ) -> np.ndarray:
@@ -380,8 +394,12 @@ class VolumeSegmenter:
         The corrected slice becomes a conditioning slice ("anchor"), kept with all earlier ones.
         Re-propagation starts at ``z`` in ``direction`` and, with ``bounded``, stops before the
         next anchor on each side; ``span`` caps the slices per direction; ``z_range`` defaults to
-        that of the last :meth:`propagate`. Slices not visited keep their current mask. Cached
-        slice features are reused (no re-encoding). Returns the new uint8 (X, Y, Z) mask.
+        that of the last :meth:`propagate`. With ``converge`` = k, a pass also stops once k
+        consecutive re-propagated slices agree with the current mask (Dice >= ``converge_dice``,
+        or both empty): the correction's effect has died out, and the slices beyond keep their
+        mask (``last_converged`` says where; ``None`` re-propagates the whole range). Slices not
+        visited keep their current mask. Cached slice features are reused (no re-encoding).
+        Returns the new uint8 (X, Y, Z) mask.
         """
         v = self._need_volume()
         z = self._check_z(z)
@@ -430,7 +448,12 @@ class VolumeSegmenter:
         if span is not None:
             f_lo, f_hi = max(f_lo, z - int(span)), min(f_hi, z + int(span))
         f_lo, f_hi = min(f_lo, z), max(f_hi, z)
-        visited = self._run_passes(z, anchors, f_lo, f_hi, direction, callback, cancel)
+        if converge is not None and int(converge) < 1:
+            raise ValueError(f"converge must be >= 1 or None, got {converge}")
+        conv = None
+        if converge and self._mask is not None:
+            conv = (current, int(converge), float(converge_dice))
+        visited = self._run_passes(z, anchors, f_lo, f_hi, direction, callback, cancel, conv)
         mask = current.copy()
         for zz, m in visited.items():
             mask[zz] = m
@@ -582,11 +605,18 @@ class VolumeSegmenter:
         direction: str,
         callback: Callback | None,
         cancel: threading.Event | None,
+        converge: tuple[np.ndarray, int, float] | None = None,
     ) -> dict[int, np.ndarray]:
-        """MedSAM2 two-pass propagation from ``start`` within [lo, hi]; {z: bool (Y, X)}."""
+        """MedSAM2 two-pass propagation from ``start`` within [lo, hi]; {z: bool (Y, X)}.
+
+        ``converge`` = (previous mask (Z, Y, X), k, dice): end a pass after k consecutive
+        slices (other than ``start``) that agree with the previous mask.
+        """
         import torch
 
         self.last_cancelled = False
+        self.last_visited = []
+        self.last_converged = {}
         passes = []
         if direction in ("both", "forward"):
             passes.append(False)
@@ -612,6 +642,7 @@ class VolumeSegmenter:
                 gen = model.propagate_in_video(
                     state, start_frame_idx=start, max_frame_num_to_track=n, reverse=call_reverse
                 )
+                streak = 0
                 try:
                     for fidx, _, logits in gen:
                         m = (logits[0, 0] > 0.0).cpu().numpy()
@@ -622,6 +653,7 @@ class VolumeSegmenter:
                             results[fidx] |= m  # MedSAM2: union of the two passes
                             continue
                         results[fidx] = m
+                        self.last_visited.append(int(fidx))
                         done += 1
                         stop = False
                         if callback is not None:
@@ -629,6 +661,12 @@ class VolumeSegmenter:
                         if stop or (cancel is not None and cancel.is_set()):
                             self.last_cancelled = True
                             break
+                        if converge is not None and fidx != start:
+                            prev, k, dice = converge
+                            streak = streak + 1 if masks_agree(m, prev[fidx], dice) else 0
+                            if streak >= k:
+                                self.last_converged["backward" if reverse else "forward"] = int(fidx)
+                                break
                 finally:
                     gen.close()
                 if self.last_cancelled:
