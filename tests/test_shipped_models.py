@@ -44,3 +44,33 @@ def test_erm_segments_the_source_sequence_and_fails_on_t2(phantom_index: pd.Data
         scores[seq] = dice(pred.array == PANCREAS, gt.array == PANCREAS)
     assert scores["t1fs_venous"] > 0.6, scores
     assert scores["t2"] < 0.3, scores
+
+
+def test_shipped_feature_extractor_is_contrast_invariant(phantom_index) -> None:
+    """The MaskGen anatomy features: one voxel under two random contrasts stays close in
+    feature space (cosine), voxels of different organs do not."""
+    import torch
+
+    from napari_pandg.models.preprocess import to_model_grid
+    from napari_pandg.train.features import render
+    from napari_pandg.train.methods import load_feature_module
+
+    fx, spec = load_feature_module("anatomy_features_A.pt")
+    assert spec["out_channels"] == 16 and spec["trained"]["centers"] == ["A"]
+    assert "weights/features" in spec["source"].replace("\\", "/")
+    lab = load_volume(phantom_index.iloc[0]["label"], is_label=True)
+    grid, _ = to_model_grid(np.asarray(lab.array, np.uint8), lab.affine, (2.0, 2.0, 4.0), "RAS", "nearest")
+    grid = np.pad(grid, [(0, max(0, 64 - grid.shape[0])), (0, max(0, 64 - grid.shape[1])), (0, max(0, 32 - grid.shape[2]))])
+    c = [max(h, s // 2) for s, h in zip(grid.shape, (32, 32, 16), strict=True)]
+    patch = grid[c[0] - 32 : c[0] + 32, c[1] - 32 : c[1] + 32, c[2] - 16 : c[2] + 16].astype(np.int64)
+    labels = torch.from_numpy(patch)[None, None]
+    gen = torch.Generator().manual_seed(0)
+    v1, v2 = render(labels, gen), render(labels, gen)
+    with torch.no_grad():
+        f1, f2 = fx(v1)[0].reshape(16, -1), fx(v2)[0].reshape(16, -1)
+    a, b = torch.nn.functional.normalize(f1, dim=0), torch.nn.functional.normalize(f2, dim=0)
+    same_voxel = float((a * b).sum(0).mean())
+    perm = torch.randperm(a.shape[1], generator=gen)
+    other = labels.reshape(-1) != labels.reshape(-1)[perm]
+    other_organ = float((a * b[:, perm]).sum(0)[other].mean())
+    assert same_voxel > 0.6 and other_organ < 0.3, (same_voxel, other_organ)

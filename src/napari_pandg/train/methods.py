@@ -250,7 +250,9 @@ def load_feature_module(source: str | None, seed: int = 0) -> tuple[nn.Module, d
     if not path.is_file():
         from napari_pandg.models.registry import shipped_model_dir, user_model_dir
 
-        for cand in (user_model_dir() / path.name, shipped_model_dir() / path.name):
+        cands = (user_model_dir() / path.name, shipped_model_dir() / "features" / path.name,
+                 shipped_model_dir() / path.name)  # fmt: skip
+        for cand in cands:
             if cand.is_file():
                 path = cand
                 break
