@@ -346,7 +346,8 @@ def read_checkpoint_file(path: str | os.PathLike, weights_only: bool = True) -> 
                 f"loaded for safety ({str(exc).splitlines()[0]})"
             ) from exc
         raise CheckpointFormatError(f"{path} is not a readable checkpoint: {exc}") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, io.UnsupportedOperation) as exc:
+    # foreign bytes can fail anywhere inside the unpickler (IndexError, KeyError, struct.error…)
+    except Exception as exc:  # noqa: BLE001
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointFormatError(
             f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?): {first}"
