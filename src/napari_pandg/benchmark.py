@@ -196,12 +196,12 @@ def model_subject_splits(model: SegModel, manifest: pd.DataFrame | None = None) 
     if model.path is not None:
         split_csv = Path(model.path).parent / "split.csv"
         if split_csv.is_file():
+            from napari_pandg.train.data import read_split
+
             try:
-                s = pd.read_csv(split_csv, dtype=str).fillna("")
-                if {"subject", "split"} <= set(s.columns):
-                    return dict(zip(s["subject"], s["split"], strict=True)), f"run split file {split_csv}"
+                return read_split(split_csv), f"run split file {split_csv}"
             except (OSError, ValueError, pd.errors.ParserError):
-                pass
+                pass  # unreadable: fall back to the checkpoint description
     val = [str(s) for s in extra.get("val_subjects") or []]
     test = [str(s) for s in extra.get("test_subjects") or []]
     out = {s: "test" for s in test}

@@ -250,18 +250,12 @@ def _add_train_features(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train_features(args: argparse.Namespace) -> int:
-    import pandas as pd
-
+    from napari_pandg.train.data import read_split
     from napari_pandg.train.features import run_train_features_cli
 
     subjects = list(args.subjects) if args.subjects else None
     if args.split_from is not None:
-        if not args.split_from.is_file():
-            raise FileNotFoundError(f"--split-from {args.split_from}: no such file (a run's split.csv)")
-        split = pd.read_csv(args.split_from, dtype=str)
-        if not {"subject", "split"} <= set(split.columns):
-            raise ValueError(f"--split-from {args.split_from}: needs columns subject,split")
-        train = set(split.loc[split["split"] == "train", "subject"])
+        train = {subj for subj, part in read_split(args.split_from).items() if part == "train"}
         subjects = sorted(train & set(subjects)) if subjects else sorted(train)
         if not subjects:
             raise ValueError(f"--split-from {args.split_from}: no 'train' subjects left")

@@ -406,6 +406,8 @@ class VolumeSegmenter:
         direction = self._check_direction(direction)
         if points is None and box is None and mask2d is None:
             raise SamPromptError("correct() needs points, a box or a 2D mask")
+        if converge is not None and int(converge) < 1:
+            raise ValueError(f"converge must be >= 1 or None, got {converge}")
         if z_range is None:
             z_range = self._z_range
         lo, hi = self._check_range(z, z_range)
@@ -448,8 +450,6 @@ class VolumeSegmenter:
         if span is not None:
             f_lo, f_hi = max(f_lo, z - int(span)), min(f_hi, z + int(span))
         f_lo, f_hi = min(f_lo, z), max(f_hi, z)
-        if converge is not None and int(converge) < 1:
-            raise ValueError(f"converge must be >= 1 or None, got {converge}")
         conv = None
         if converge and self._mask is not None:
             conv = (current, int(converge), float(converge_dice))

@@ -71,6 +71,17 @@ def make_split(df: pd.DataFrame, cfg: DataConfig, seed: int) -> dict[str, str]:
     return split
 
 
+def read_split(path: str | os.PathLike) -> dict[str, str]:
+    """A run's ``split.csv`` as {subject: 'train' | 'val' | 'test'}, with errors naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such split file (a run folder's split.csv)")
+    df = pd.read_csv(path, dtype=str).fillna("")
+    if not {"subject", "split"} <= set(df.columns):
+        raise ConfigError(f"{path}: a split file needs the columns subject,split")
+    return dict(zip(df["subject"], df["split"], strict=True))
+
+
 def select_rows(
     df: pd.DataFrame,
     split: Mapping[str, str],
