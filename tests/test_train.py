@@ -107,7 +107,7 @@ def test_config_overrides_and_errors(tmp_path: Path):
         load_config(tmp_path / "missing.yaml")
 
 
-@pytest.mark.parametrize("name", ["erm", "bigaug", "gin", "maskgen", "meanteacher", "finetune"])
+@pytest.mark.parametrize("name", ["erm", "bigaug", "gin", "synth", "maskgen", "meanteacher", "finetune"])
 def test_shipped_configs_parse(name: str):
     cfg = load_config(CONFIGS / f"{name}.yaml")
     assert cfg.method.name == name and cfg.data.train_centers == ["A"]
@@ -208,8 +208,9 @@ def test_gin_and_channel_masking_units():
         ["method.name=bigaug", "method.augment=bigaug"],
         ["method.name=maskgen", "method.params.features=random"],
         ["method.name=meanteacher", "data.unlabeled_sequences=[op]"],
+        ["method.name=synth"],
     ],
-    ids=["bigaug", "maskgen", "meanteacher"],
+    ids=["bigaug", "maskgen", "meanteacher", "synth"],
 )
 def test_dg_methods_train_and_export(method, manifest: Path, tmp_path: Path):
     res = train(tiny_cfg(manifest, tmp_path / "m", *method, epochs=1, steps=2), log=lambda s: None)
@@ -327,3 +328,64 @@ def test_train_features_cli_uses_only_training_subjects(manifest: Path, tmp_path
     assert "at least 16" in capsys.readouterr().err
     split.write_text("subject,split\nS00,test\n")
     assert main(args + ["--overwrite"]) == 2
+
+
+def test_region_map_keeps_label_ids_and_bins_unlabelled_voxels():
+    from napari_pandg.train.data import REGION_BIN_BASE, REGION_BINS, region_map
+
+    img = np.zeros((20, 20, 6), np.float32)
+    img[:, 10:] = 100.0  # two unlabelled intensity classes
+    lab = np.zeros(img.shape, np.uint8)
+    lab[2:6, 2:6] = 10
+    lab[12:16, 12:16] = 6
+    reg = region_map(lab, img)
+    assert reg.dtype == np.uint8 and reg.shape == lab.shape
+    assert (reg[lab == 10] == 10).all() and (reg[lab == 6] == 6).all()
+    dark, bright = reg[:, :9][lab[:, :9] == 0], reg[:, 12:][lab[:, 12:] == 0]
+    assert set(np.unique(dark)) == {REGION_BIN_BASE}
+    assert set(np.unique(bright)) == {REGION_BIN_BASE + REGION_BINS - 1}
+    with pytest.raises(ConfigError, match="label id 251"):
+        region_map(np.full(img.shape, 251, np.uint8), img)
+    with pytest.raises(ConfigError, match="differs"):
+        region_map(lab[:, :, :3], img)
+
+
+def test_synth_regions_follow_the_spatial_augmentation(manifest: Path):
+    """Crop and affine move image, label and regions together (regions nearest, ids kept)."""
+    from napari_pandg.models.checkpoint import DEFAULT_NORMALIZATION
+    from napari_pandg.train.data import PatchDataset, load_cases, select_rows
+    from napari_pandg.train.features import render
+    from napari_pandg.train.methods import Synth
+
+    cfg = tiny_cfg(manifest, manifest.parent / "unused", "method.name=synth", "method.params.aug_prob=1.0")
+    df = read_manifest(manifest)
+    rows = select_rows(df, {s: "train" for s in df["subject"]}, "train", ["A"], ["t1fs_venous"])
+    cases = load_cases(rows.iloc[:2], cfg.data, dict(DEFAULT_NORMALIZATION), with_regions=True)
+    assert all(c.regions is not None and c.regions.shape == c.image.shape for c in cases)
+    m = make_method(cfg)
+    assert isinstance(m, Synth)
+    ds = PatchDataset(cases, cfg.data.patch_size, 6, 0, m.augmentations())
+    for i in range(6):
+        b = ds[i]
+        assert b["regions"].shape == b["label"].shape == b["image"].shape
+        # the trained class (pancreas -> 1) is exactly the pancreas region (AMOS 10) after warping
+        assert torch.equal(b["label"] == 1, b["regions"] == PANCREAS)
+    # a rendering has the anatomy's geometry with another contrast
+    g = torch.Generator().manual_seed(0)
+    r = render(b["regions"][None], g)[0, 0]
+    inside, outside = r[b["regions"][0] == PANCREAS], r[b["regions"][0] != PANCREAS]
+    if inside.numel():
+        assert float(inside.std()) < float(outside.std())
+    x = torch.stack([ds[0]["image"], ds[1]["image"]])
+    batch = {"image": x, "label": torch.stack([ds[0]["label"], ds[1]["label"]]),
+             "regions": torch.stack([ds[0]["regions"], ds[1]["regions"]])}  # fmt: skip
+    seen = []
+    model = lambda inp: (seen.append(inp.clone()), torch.zeros(inp.shape[0], 2, *inp.shape[2:]))[1]  # noqa: E731
+    m.params["prob"] = 1.0
+    m.loss(model, batch, lambda logits, y: logits.sum(), torch.Generator().manual_seed(1), 0)
+    assert not torch.allclose(seen[0], x)  # replaced by renderings ...
+    for k in range(2):  # ... rescaled to the patch's statistics
+        assert float(seen[0][k].mean()) == pytest.approx(float(x[k].mean()), abs=1e-3)
+        assert float(seen[0][k].std()) == pytest.approx(float(x[k].std()), rel=1e-2)
+    with pytest.raises(ConfigError, match="regions"):
+        m.loss(model, {"image": x, "label": batch["label"]}, lambda a, b: a.sum(), g, 0)

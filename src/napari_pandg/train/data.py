@@ -41,6 +41,7 @@ class Case:
     label: np.ndarray | None  # (X, Y, Z) uint8 class indices
     affine: np.ndarray
     source: str = ""
+    regions: np.ndarray | None = None  # (X, Y, Z) uint8 anatomy regions (see region_map), synth only
 
 
 def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
@@ -100,10 +101,14 @@ def select_rows(
     return df[m].sort_values(["subject", "center", "sequence"]).reset_index(drop=True)
 
 
-def _cache_key(row: Mapping[str, Any], cfg: DataConfig, norm: Mapping[str, Any], with_label: bool) -> str:
+def _cache_key(
+    row: Mapping[str, Any], cfg: DataConfig, norm: Mapping[str, Any], with_label: bool, with_regions: bool = False
+) -> str:
     parts = {"v": CACHE_VERSION, "spacing": list(cfg.spacing), "norm": dict(norm),
              "label_map": {str(k): v for k, v in cfg.label_map.items()}, "with_label": with_label,
              "patch": list(cfg.patch_size)}  # fmt: skip
+    if with_regions:  # only then, so existing caches stay valid
+        parts["regions"] = REGION_BINS
     for k in ("image", "label"):
         p = row.get(k)
         if p and isinstance(p, str) and os.path.exists(p):
@@ -122,9 +127,45 @@ def _pad_to(arr: np.ndarray, size: Sequence[int], value: float) -> np.ndarray:
     return np.pad(arr, pads, mode="constant", constant_values=value)
 
 
+#: Unlabelled voxels (label id 0) are split into this many intensity bins by :func:`region_map`.
+REGION_BINS = 4
+#: Region ids of the intensity bins of unlabelled voxels (label ids must stay below this).
+REGION_BIN_BASE = 250
+
+
+def region_map(label_ids: np.ndarray, image: np.ndarray, bins: int = REGION_BINS) -> np.ndarray:
+    """Anatomy regions for label-map rendering (the ``synth`` method), uint8, same shape.
+
+    Every labelled voxel keeps its label-file id (all structures of the file, not only the
+    trained classes). Unlabelled voxels (id 0: air, and on partially labelled data fat, muscle,
+    other organs) are split into ``bins`` equal-width intensity bins of the lightly smoothed
+    image between its 1st and 99th percentiles, ids ``REGION_BIN_BASE + k``. With a pancreas-only
+    label file this still gives the renderer a coarse tissue partition to re-contrast.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    lab = np.asarray(label_ids)
+    if lab.shape != image.shape:
+        raise ConfigError(f"region map: label shape {lab.shape} differs from image shape {image.shape}")
+    if lab.size and int(lab.max()) >= REGION_BIN_BASE:
+        raise ConfigError(
+            f"region map: label id {int(lab.max())} >= {REGION_BIN_BASE}; the synth method supports label "
+            f"ids 0..{REGION_BIN_BASE - 1}"
+        )
+    out = lab.astype(np.uint8)
+    unl = lab == 0
+    if unl.any():
+        sm = gaussian_filter(np.asarray(image, dtype=np.float32), 1.0)
+        lo, hi = np.percentile(sm, [1.0, 99.0])
+        k = np.clip(((sm - lo) / max(float(hi - lo), 1e-6) * bins).astype(np.int64), 0, bins - 1)
+        out[unl] = (REGION_BIN_BASE + k[unl]).astype(np.uint8)
+    return out
+
+
 def preprocess_row(
-    row: Mapping[str, Any], cfg: DataConfig, norm: Mapping[str, Any], with_label: bool = True
-) -> Case:
+    row: Mapping[str, Any], cfg: DataConfig, norm: Mapping[str, Any], with_label: bool = True,
+    with_regions: bool = False,
+) -> Case:  # fmt: skip
     from napari_pandg.io import load_volume
 
     tags = {k: str(row.get(k, "") or "") for k in ("subject", "center", "sequence")}
@@ -146,8 +187,16 @@ def preprocess_row(
                 "after resampling; image and label must share the same geometry"
             )
         lab_g = _pad_to(lab_g.astype(np.uint8), cfg.patch_size, 0)
+    reg_g = None
+    if with_regions:
+        if not with_label:
+            raise ConfigError("anatomy regions need the label file (with_label=True)")
+        ids = np.asarray(lab.array, dtype=np.int64)
+        ids_g, _ = to_model_grid(np.clip(ids, 0, 255).astype(np.uint8), lab.affine, tuple(cfg.spacing), "RAS", "nearest")
+        reg_g = _pad_to(region_map(ids_g, img_g), cfg.patch_size, REGION_BIN_BASE)
     img_g = _pad_to(img_g, cfg.patch_size, float(img_g.min()))
-    return Case(tags["subject"], tags["center"], tags["sequence"], img_g.astype(np.float32), lab_g, aff, str(row["image"]))
+    return Case(tags["subject"], tags["center"], tags["sequence"], img_g.astype(np.float32), lab_g, aff,
+                str(row["image"]), reg_g)  # fmt: skip
 
 
 def load_cases(
@@ -156,6 +205,7 @@ def load_cases(
     norm: Mapping[str, Any],
     with_label: bool = True,
     progress: Any = None,
+    with_regions: bool = False,
 ) -> list[Case]:
     """Preprocess each row (cached in ``cfg.cache_dir`` when set)."""
     cases = []
@@ -165,25 +215,28 @@ def load_cases(
     for i, row in enumerate(rows.to_dict("records")):
         case = None
         if cache is not None:
-            f = cache / f"{_cache_key(row, cfg, norm, with_label)}.npz"
+            f = cache / f"{_cache_key(row, cfg, norm, with_label, with_regions)}.npz"
             if f.exists():
                 try:
                     z = np.load(f)
                     case = Case(str(row.get("subject", "")), str(row.get("center", "")),
                                 str(row.get("sequence", "")), z["image"],
-                                z["label"] if with_label else None, z["affine"], str(row["image"]))  # fmt: skip
+                                z["label"] if with_label else None, z["affine"], str(row["image"]),
+                                z["regions"] if with_regions else None)  # fmt: skip
                 except (OSError, KeyError, ValueError):
                     case = None
             if case is None:
-                case = preprocess_row(row, cfg, norm, with_label)
+                case = preprocess_row(row, cfg, norm, with_label, with_regions)
                 tmp = f.with_name(f".{f.stem}.{os.getpid()}.tmp.npz")
                 arrays = {"image": case.image, "affine": case.affine}
                 if case.label is not None:
                     arrays["label"] = case.label
+                if case.regions is not None:
+                    arrays["regions"] = case.regions
                 np.savez(tmp, **arrays)
                 os.replace(tmp, f)
         else:
-            case = preprocess_row(row, cfg, norm, with_label)
+            case = preprocess_row(row, cfg, norm, with_label, with_regions)
         cases.append(case)
         if progress is not None:
             progress(i + 1, len(rows), f"preprocessed {case.subject} {case.sequence}")
@@ -220,7 +273,10 @@ class PatchDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.stream = int(stream)
         self.epoch = 0
+        self.regions = labeled and all(c.regions is not None for c in self.cases)
         keys = ["image", "label"] if labeled else ["image"]
+        if self.regions:
+            keys.append("regions")
         if labeled:
             crop = RandCropByPosNegLabeld(
                 keys=keys, label_key="label", spatial_size=tuple(patch_size), pos=pos, neg=neg,
@@ -244,6 +300,8 @@ class PatchDataset(torch.utils.data.Dataset):
         d: dict[str, Any] = {"image": torch.from_numpy(case.image)[None]}
         if self.labeled:
             d["label"] = torch.from_numpy(case.label)[None]
+        if self.regions:
+            d["regions"] = torch.from_numpy(case.regions)[None]
         self.transform.set_random_state(seed=seed_for(self.seed, self.stream, self.epoch, index))
         out = self.transform(d)
         if isinstance(out, list):
@@ -251,6 +309,8 @@ class PatchDataset(torch.utils.data.Dataset):
         res = {"image": _plain(out["image"]).float().contiguous()}
         if self.labeled:
             res["label"] = _plain(out["label"]).long().contiguous()
+        if self.regions:
+            res["regions"] = _plain(out["regions"]).long().contiguous()
         return res
 
 

@@ -7,6 +7,9 @@ erm            nothing (``method.augment`` picks the augmentation preset, defaul
 bigaug         stacked strong MONAI intensity + spatial augmentations (Zhang et al., BigAug)
 gin            GIN: random shallow conv nets applied to the input (Ouyang et al., GIN-IPA,
                without IPA); params ``prob`` (0.5), ``layers`` (4), ``width`` (8), ``kernel`` (3)
+synth          label-map domain randomisation (SynthSeg-style): training images replaced by
+               random-contrast renderings of the label file's anatomy (all its structures, plus
+               intensity bins of unlabelled voxels) with probability ``prob`` (0.8)
 maskgen        MaskGen/DropGen: concat(image, frozen features) with whole-channel dropout
                ``drop_prob`` (0.75) during training, all channels at inference; params
                ``features`` (a napari-pandg feature checkpoint, ``anatomix.pth``, or ``random``)
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +42,12 @@ from napari_pandg.train.config import ConfigError, TrainConfig
 AUGMENT_PRESETS = ("none", "standard", "bigaug")
 
 
-def augmentations(preset: str, p: float | None = None) -> list[Any]:
-    """MONAI dictionary transforms for the ``image``/``label`` keys (after the patch crop)."""
+def augmentations(preset: str, p: float | None = None, label_keys: Sequence[str] = ("label",)) -> list[Any]:
+    """MONAI dictionary transforms for the ``image`` and ``label_keys`` keys (after the patch crop).
+
+    Spatial transforms move ``image`` (bilinear) and every key of ``label_keys`` (nearest);
+    intensity transforms touch ``image`` only.
+    """
     from monai.transforms import (
         RandAdjustContrastd,
         RandAffined,
@@ -53,16 +61,18 @@ def augmentations(preset: str, p: float | None = None) -> list[Any]:
         RandSimulateLowResolutiond,
     )
 
-    keys = ["image", "label"]
+    keys = ["image", *label_keys]
     img = ["image"]
+    modes = ("bilinear",) + ("nearest",) * len(label_keys)
+    pads = ("border",) + ("zeros",) * len(label_keys)
     if preset == "none":
         return []
     if preset == "standard":  # MaskGen-like, gentler geometry for the abdomen
         p = 0.33 if p is None else p
         return [
             RandAffined(keys, prob=p, rotate_range=(0.1, 0.1, 0.35), scale_range=(0.15, 0.15, 0.15),
-                        shear_range=(0.05, 0.05, 0.05), mode=("bilinear", "nearest"),
-                        padding_mode=("border", "zeros")),  # fmt: skip
+                        shear_range=(0.05, 0.05, 0.05), mode=modes,
+                        padding_mode=pads),  # fmt: skip
             RandSimulateLowResolutiond(img, prob=p, zoom_range=(0.5, 1.0)),
             RandGaussianNoised(img, prob=p, std=0.1),
             RandBiasFieldd(img, prob=p, coeff_range=(0.0, 0.1)),
@@ -73,8 +83,8 @@ def augmentations(preset: str, p: float | None = None) -> list[Any]:
         p = 0.5 if p is None else p
         return [
             RandAffined(keys, prob=p, rotate_range=(0.2, 0.2, 0.52), scale_range=(0.3, 0.3, 0.3),
-                        shear_range=(0.1, 0.1, 0.1), mode=("bilinear", "nearest"),
-                        padding_mode=("border", "zeros")),  # fmt: skip
+                        shear_range=(0.1, 0.1, 0.1), mode=modes,
+                        padding_mode=pads),  # fmt: skip
             RandSimulateLowResolutiond(img, prob=p, zoom_range=(0.4, 1.0)),
             RandGaussianSmoothd(img, prob=p, sigma_x=(0.5, 1.5), sigma_y=(0.5, 1.5), sigma_z=(0.25, 1.0)),
             RandGaussianSharpend(img, prob=p / 2),
@@ -93,6 +103,8 @@ class Method:
 
     name = "erm"
     needs_unlabeled = False
+    #: the trainer loads anatomy region maps (``batch["regions"]``, see ``data.region_map``)
+    needs_regions = False
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
@@ -103,7 +115,8 @@ class Method:
         return 1
 
     def augmentations(self) -> list[Any]:
-        return augmentations(self.cfg.method.augment, self.params.get("aug_prob"))
+        keys = ("label", "regions") if self.needs_regions else ("label",)
+        return augmentations(self.cfg.method.augment, self.params.get("aug_prob"), keys)
 
     def setup(self, model: nn.Module, device: torch.device) -> None:
         """Called once the trainable model is on its device."""
@@ -189,6 +202,40 @@ class GIN(Method):
             x, gen, layers=int(self.params.get("layers", 4)), width=int(self.params.get("width", 8)),
             kernel=int(self.params.get("kernel", 3)), prob=float(self.params.get("prob", 0.5)),
         )  # fmt: skip
+
+
+class Synth(Method):
+    """Label-map domain randomisation (SynthSeg-style; Billot et al. 2023).
+
+    With probability ``prob`` (default 0.8) a training patch's image is replaced by a rendering
+    of its anatomy regions with random contrast (:func:`napari_pandg.train.features.render`:
+    random mean and spread per region, blur, bias field, gamma, noise), rescaled to the real
+    patch's mean and standard deviation. The regions are every structure of the label file plus
+    intensity bins of the unlabelled voxels (:func:`napari_pandg.train.data.region_map`), so a
+    sequence's contrast, including inverted contrast, is one draw among many. The network is a
+    plain single-channel model; inference is unchanged.
+    """
+
+    name = "synth"
+    needs_regions = True
+
+    def loss(self, model, batch, loss_fn, gen, step, unlabeled=None):  # noqa: D102
+        from napari_pandg.train.features import render
+
+        x = batch["image"]
+        regions = batch.get("regions")
+        if regions is None:
+            raise ConfigError("the synth method needs anatomy regions in the batch (trainer bug)")
+        prob = float(self.params.get("prob", 0.8))
+        x = x.clone()
+        for b in range(x.shape[0]):
+            if float(torch.rand((), generator=gen)) >= prob:
+                continue
+            r = render(regions[b : b + 1].cpu(), gen).to(x)
+            mean, std = x[b].mean(), x[b].std()
+            x[b] = ((r - r.mean()) / (r.std() + 1e-6) * std + mean)[0]
+        logits = model(x)
+        return loss_fn(logits, batch["label"]), {}
 
 
 class MaskGen(Method):
@@ -350,6 +397,7 @@ METHODS: dict[str, type[Method]] = {
     "erm": Method,
     "bigaug": BigAug,
     "gin": GIN,
+    "synth": Synth,
     "maskgen": MaskGen,
     "meanteacher": MeanTeacher,
     "finetune": Finetune,

@@ -300,7 +300,7 @@ class Trainer:
             )
         norm = dict(DEFAULT_NORMALIZATION)
         t0 = time.perf_counter()
-        self.train_cases = load_cases(train_rows, dc, norm)
+        self.train_cases = load_cases(train_rows, dc, norm, with_regions=self.method.needs_regions)
         self.val_cases = load_cases(val_rows, dc, norm)
         self.unl_cases: list[Case] = []
         if self.method.needs_unlabeled:
