@@ -22,6 +22,7 @@ examples:
   pandg segment --model erm_A_t1fs_venous --input t2.nii.gz --output t2_pancreas.nii.gz
   pandg models
   pandg benchmark data/manifest.csv --models erm_A_t1fs_venous,gin_A_t1fs_venous --out-dir bench
+  pandg embed data/manifest.csv --out-dir umap --centers A,B
 """
 
 
@@ -379,6 +380,52 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- embed
+def _add_embed(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "embed",
+        help="feature UMAP across centers and sequences, and how much each feature space encodes them",
+        description=(
+            "Cut every volume of MANIFEST into body patches on a millimetre grid, describe each by "
+            "anatomy features (the shipped contrast-invariant extractor, or --feature-source) and/or "
+            "intensity statistics, and write patches_<kind>.csv (with UMAP0/1 and each patch's "
+            "voxel position), separation_<kind>.csv (k-NN accuracy of sequence/center/organ, and "
+            "same-place matching across sequences) and UMAP scatter PNGs. Open the CSV in the "
+            "napari Embedding widget to go from points back to voxels."
+        ),
+    )
+    p.add_argument("manifest", type=Path, help="dataset index / manifest CSV or dataset folder")
+    p.add_argument("--out-dir", required=True, type=Path)
+    p.add_argument("--features", type=_csv_list, default=["anatomy", "intensity"],
+                   help="comma list of anatomy,intensity (default both)")  # fmt: skip
+    p.add_argument("--feature-source", default=None, help="features checkpoint or anatomix.pth (default: shipped)")
+    p.add_argument("--centers", type=_csv_list, default=None)
+    p.add_argument("--sequences", type=_csv_list, default=None)
+    p.add_argument("--subjects", type=_csv_list, default=None)
+    p.add_argument("--patch", type=_csv_list, default=["16", "16", "8"], help="block size in voxels (default 16,16,8)")
+    p.add_argument("--n-neighbors", type=int, default=15)
+    p.add_argument("--min-dist", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_run_embed)
+
+
+def _run_embed(args: argparse.Namespace) -> int:
+    from napari_pandg.embed import run_embed_cli
+
+    try:
+        patch = [int(v) for v in args.patch]
+    except ValueError:
+        raise ValueError(f"--patch must be three integers, got {','.join(args.patch)}") from None
+    out = run_embed_cli(
+        args.manifest, args.out_dir, kinds=args.features, feature_source=args.feature_source,
+        centers=args.centers, sequences=args.sequences, subjects=args.subjects, patch=patch,
+        n_neighbors=args.n_neighbors, min_dist=args.min_dist, seed=args.seed, overwrite=args.overwrite,
+    )  # fmt: skip
+    print(f"embedding written to {out}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -403,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment(sub)
     _add_models(sub)
     _add_benchmark(sub)
+    _add_embed(sub)
     return parser
 
 
