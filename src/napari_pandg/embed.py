@@ -420,7 +420,7 @@ def run_embed_cli(
     log(f"embedding {len(df)} volumes of {name} ({', '.join(kinds)} features) -> {out}")
     for kind in kinds:
         table = embed_index(df, kind=kind, feature_source=feature_source, spacing=spacing, patch=patch,
-                            cache_dir=cache, progress=lambda d, t, w: log(f"[{kind} {d}/{t}] {w}"))  # fmt: skip
+                            cache_dir=cache, progress=lambda d, t, w, k=kind: log(f"[{k} {d}/{t}] {w}"))  # fmt: skip
         emb = run_umap(table, n_neighbors=n_neighbors, min_dist=min_dist, seed=seed)
         table["UMAP0"], table["UMAP1"] = emb[:, 0], emb[:, 1]
         _atomic_csv(table, out / f"patches_{kind}.csv")
