@@ -376,6 +376,60 @@ def scatter_png(
     return path
 
 
+def default_cache_dir(source: str | os.PathLike | None = None) -> Path:
+    """Where per-volume patch tables are cached: ``$PANDG_CACHE`` or ``~/.pandg/cache/embed``."""
+    env = os.environ.get("PANDG_CACHE")
+    return (Path(env).expanduser() if env else Path.home() / ".pandg" / "cache") / "embed"
+
+
+def is_patch_table(path: str | os.PathLike) -> bool:
+    """True for a CSV written by ``pandg embed`` (patch rows with i, j, k and block columns)."""
+    p = Path(path).expanduser()
+    if not (p.is_file() and p.suffix.lower() == ".csv"):
+        return False
+    try:
+        cols = set(pd.read_csv(p, nrows=0).columns)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return False
+    return {"block", "i", "j", "k", "image"} <= cols
+
+
+def read_patch_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a ``patches_<kind>.csv`` of ``pandg embed`` (checked for its columns)."""
+    p = Path(path).expanduser()
+    if not is_patch_table(p):
+        raise EmbedError(f"{p}: not a patch table of `pandg embed` (needs block, i, j, k, image columns)")
+    df = pd.read_csv(p, dtype={"subject": str, "center": str, "sequence": str, "organ": str, "image": str})
+    for c in ("subject", "center", "sequence", "organ"):
+        if c in df:
+            df[c] = df[c].fillna("")
+    if not feature_columns(df):
+        raise EmbedError(f"{p}: no feature columns (f0.. or int_*)")
+    return df
+
+
+def load_index(
+    source: str | os.PathLike | pd.DataFrame,
+    *,
+    centers: Sequence[str] | None = None,
+    sequences: Sequence[str] | None = None,
+    subjects: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """A dataset index (CSV, dataset folder or DataFrame), filtered; unknown filter values are errors."""
+    from napari_pandg.benchmark import _read_manifest
+
+    df, name = _read_manifest(source)
+    for col, allowed in (("center", centers), ("sequence", sequences), ("subject", subjects)):
+        if allowed:
+            unknown = sorted(set(allowed) - set(df[col].astype(str)))
+            if unknown:
+                raise EmbedError(f"{name}: no {col} {unknown} (present: {sorted(set(df[col].astype(str)))})")
+            df = df[df[col].astype(str).isin(list(allowed))]
+    if df.empty:
+        raise EmbedError(f"{name}: no volumes left after the center/sequence/subject filters")
+    return df.reset_index(drop=True)
+
+
 def run_embed_cli(
     manifest: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -396,8 +450,6 @@ def run_embed_cli(
 ) -> Path:
     """``pandg embed``: per feature kind, ``patches_<kind>.csv`` (descriptors + UMAP0/1),
     ``separation_<kind>.csv`` and ``umap_<kind>_by_<sequence|center|organ>.png`` in ``out_dir``."""
-    from napari_pandg.benchmark import _read_manifest
-
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} exists and is not a folder")
@@ -406,15 +458,8 @@ def run_embed_cli(
     for k in kinds:
         if k not in FEATURE_KINDS:
             raise EmbedError(f"unknown feature kind {k!r}; choose from {', '.join(FEATURE_KINDS)}")
-    df, name = _read_manifest(manifest)
-    for col, allowed in (("center", centers), ("sequence", sequences), ("subject", subjects)):
-        if allowed:
-            unknown = sorted(set(allowed) - set(df[col].astype(str)))
-            if unknown:
-                raise EmbedError(f"{name}: no {col} {unknown} (present: {sorted(set(df[col].astype(str)))})")
-            df = df[df[col].astype(str).isin(list(allowed))]
-    if df.empty:
-        raise EmbedError(f"{name}: no volumes left after the center/sequence/subject filters")
+    df = load_index(manifest, centers=centers, sequences=sequences, subjects=subjects)
+    name = str(manifest)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache_dir).expanduser() if cache_dir else out / ".cache"
     log(f"embedding {len(df)} volumes of {name} ({', '.join(kinds)} features) -> {out}")
