@@ -406,6 +406,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-neighbors", type=int, default=15)
     p.add_argument("--min-dist", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", type=Path, default=None, help="per-volume patch tables (default OUT_DIR/.cache)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_run_embed)
 
@@ -420,7 +421,8 @@ def _run_embed(args: argparse.Namespace) -> int:
     out = run_embed_cli(
         args.manifest, args.out_dir, kinds=args.features, feature_source=args.feature_source,
         centers=args.centers, sequences=args.sequences, subjects=args.subjects, patch=patch,
-        n_neighbors=args.n_neighbors, min_dist=args.min_dist, seed=args.seed, overwrite=args.overwrite,
+        n_neighbors=args.n_neighbors, min_dist=args.min_dist, seed=args.seed, cache_dir=args.cache_dir,
+        overwrite=args.overwrite,
     )  # fmt: skip
     print(f"embedding written to {out}")
     return 0

@@ -347,7 +347,7 @@ def domain_separation(
 
 
 def scatter_png(
-    emb: np.ndarray, values: Sequence[Any], path: str | os.PathLike, title: str = "", max_legend: int = 12
+    emb: np.ndarray, values: Sequence[Any], path: str | os.PathLike, title: str = "", max_legend: int = 20
 ) -> Path:
     """A matplotlib scatter of an embedding coloured by ``values`` (categorical), written atomically."""
     import matplotlib
@@ -359,7 +359,7 @@ def scatter_png(
     vals = np.asarray([str(v) for v in values])
     cats = sorted(set(vals))
     cmap = plt.get_cmap("tab20" if len(cats) > 10 else "tab10")
-    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=100)
+    fig, ax = plt.subplots(figsize=(7.0, 4.5), dpi=100)
     for n, c in enumerate(cats):
         sel = vals == c
         ax.scatter(emb[sel, 0], emb[sel, 1], s=4, color=cmap(n % cmap.N), label=c if n < max_legend else None,
@@ -367,7 +367,7 @@ def scatter_png(
     ax.set_xlabel("UMAP0")
     ax.set_ylabel("UMAP1")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, markerscale=3, loc="best", frameon=False)
+    ax.legend(fontsize=7, markerscale=3, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
     fig.savefig(tmp)

@@ -230,7 +230,7 @@ class EmbeddingWidget(QWidget):
         import matplotlib
 
         cmap = matplotlib.colormaps["tab20" if len(cats) > 10 else "tab10"]
-        handles = [Line2D([], [], marker="o", ls="", color=cmap(i % cmap.N), label=c) for i, c in enumerate(cats[:12])]
+        handles = [Line2D([], [], marker="o", ls="", color=cmap(i % cmap.N), label=c) for i, c in enumerate(cats[:20])]
         self.ax.legend(handles=handles, fontsize=6, loc="best", frameon=False)
         self.ax.set_xlabel("UMAP0", fontsize=8)
         self.ax.set_ylabel("UMAP1", fontsize=8)
