@@ -38,9 +38,10 @@ def _scan(folder: Path, source: str) -> dict[str, tuple[Path, str]]:
     for p in sorted(folder.rglob("*")):
         if p.suffix not in SUFFIXES or not p.is_file() or p.name in FEATURE_FILES:
             continue
-        if p.name.startswith(".") or "features" in p.stem.split("_")[-1:]:
-            continue
         rel = p.relative_to(folder)
+        # feature extractors (pandg train-features) live in a features/ folder or end in _features
+        if p.name.startswith(".") or "features" in p.stem.split("_")[-1:] or "features" in rel.parts[:-1]:
+            continue
         name = rel.with_suffix("").as_posix()
         out[name] = (p, source)
     return out
