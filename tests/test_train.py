@@ -389,3 +389,46 @@ def test_synth_regions_follow_the_spatial_augmentation(manifest: Path):
         assert float(seen[0][k].std()) == pytest.approx(float(x[k].std()), rel=1e-2)
     with pytest.raises(ConfigError, match="regions"):
         m.loss(model, {"image": x, "label": batch["label"]}, lambda a, b: a.sum(), g, 0)
+
+
+def test_finetune_on_corrected_pairs_cancel_and_install(erm_run, manifest: Path, tmp_path: Path, monkeypatch):
+    """The widget's path: corrected (image, label) pairs -> finetune run -> user model."""
+    from napari_pandg.io import load_case, read_index
+    from napari_pandg.models import list_models
+    from napari_pandg.train.finetune import install_model, prepare_finetune
+
+    df = read_index(manifest)
+    rows = df[df["sequence"] == "op"].iloc[:2]
+    pairs = []
+    for r in rows.to_dict("records"):
+        img, lab = load_case(r)
+        pairs.append((img, lab.with_array((lab.array == PANCREAS).astype(np.uint8))))  # a 0/1 layer
+    with pytest.raises(ConfigError, match="no voxel of value 5"):
+        prepare_finetune(pairs, erm_run.last_path, tmp_path / "bad", label_value=5)
+    with pytest.raises(ConfigError, match="set the label value"):
+        prepare_finetune(pairs, erm_run.last_path, tmp_path / "bad2")
+    cfg = prepare_finetune(pairs, erm_run.last_path, tmp_path / "ft", label_value=1, epochs=2, steps_per_epoch=2)
+    written = read_index(tmp_path / "ft" / "data" / "manifest.csv")
+    assert len(written) == 2 and set(written["sequence"]) == {"op"}
+    assert set(np.unique(load_case(written.iloc[0])[1].array)) <= {0, PANCREAS}  # 1 -> the model's AMOS id
+    assert cfg.method.name == "finetune" and cfg.data.label_map == {PANCREAS: 1}
+    with pytest.raises(FileExistsError):
+        prepare_finetune(pairs, erm_run.last_path, tmp_path / "ft", label_value=1)
+
+    stop = iter([False, True])  # cancel after the first step
+    res = train(cfg, log=lambda s: None, cancel=lambda: next(stop, True))
+    assert res.cancelled and res.epochs_done == 0 and not res.last_path.exists()
+    seen: list[dict] = []
+    res = train(cfg, log=lambda s: None, on_epoch=seen.append)
+    assert not res.cancelled and [r["epoch"] for r in seen] == [1, 2]
+    assert all(np.isfinite(r["loss"]) and 0 <= r["val_dice"] <= 1 for r in seen)  # 1 of 2 pairs validates
+    d = load_checkpoint(res.last_path).description
+    assert d.method == "finetune" and d.domains["sequences"] == ["op"]
+
+    monkeypatch.setenv("PANDG_MODELS", str(tmp_path / "models"))
+    dst = install_model(res.best_path or res.last_path, "my op model")
+    assert dst.name == "my_op_model.pt"
+    models = list_models()
+    assert "my_op_model" in set(models["name"]) and models.set_index("name").loc["my_op_model", "source"] == "user"
+    with pytest.raises(FileExistsError):
+        install_model(res.last_path, "my op model")

@@ -71,6 +71,7 @@ class TrainResult:
     epochs_done: int
     history: list[dict[str, Any]] = field(default_factory=list)
     network: nn.Module | None = None
+    cancelled: bool = False
 
 
 # --------------------------------------------------------------------------- distributed
@@ -236,8 +237,14 @@ class Trainer:
         cfg: TrainConfig,
         command: str | None = None,
         log: Callable[[str], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        # cancel(): checked between steps; a cancelled epoch is not saved, so `last.pt` holds the
+        # last finished epoch and a resume repeats the cancelled one exactly (single process only)
+        self.cancel = cancel
+        self.on_epoch = on_epoch  # called with every epoch record (loss, val_dice, ...) on rank 0
         self.command = command if command is not None else " ".join(shlex.quote(a) for a in sys.argv)
         self.d = setup_distributed(cfg.device)
         self.device = _device(cfg.device, self.d)
@@ -446,6 +453,8 @@ class Trainer:
         t_run = time.perf_counter()
         epoch_times: list[float] = []
         self._local_losses: list[float] = []
+        done = end_epoch
+        cancelled = False
         for epoch in range(start_epoch, end_epoch):
             t_ep = time.perf_counter()
             ds.set_epoch(epoch)
@@ -456,6 +465,9 @@ class Trainer:
             extra: dict[str, list[float]] = {}
             unl_iter = iter(unl_loader) if unl_loader is not None else None
             for i, batch in enumerate(loader):
+                if self.cancel is not None and self.d.world == 1 and self.cancel():
+                    cancelled = True
+                    break
                 gstep = epoch * S + i
                 gen = torch.Generator().manual_seed(seed_for(cfg.seed, 7, gstep, self.d.rank))
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -480,6 +492,10 @@ class Trainer:
                            "lr": opt.param_groups[0]["lr"], "time_s": round(time.perf_counter() - t_ep, 3)}  # fmt: skip
                     with open(jsonl, "a") as fh:
                         fh.write(json.dumps(rec) + "\n")
+            if cancelled:
+                done = epoch
+                self.log(f"cancelled during epoch {epoch + 1}; {last_p} holds epoch {epoch} (resume repeats it)")
+                break
             train_time = time.perf_counter() - t_ep
             ep_loss = self.d.mean(float(np.mean(losses)))
             rec: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1, "step": (epoch + 1) * S,
@@ -533,8 +549,9 @@ class Trainer:
                     f"{rec['epoch_time_s']:.1f} s/epoch ETA {_fmt_time(eta)}"
                     + (" *" if is_best else "")
                 )
+                if self.on_epoch is not None:
+                    self.on_epoch(dict(rec))
             self.d.barrier()
-        done = end_epoch
         if cfg.dump_rank_weights:
             raw = self.model.module if hasattr(self.model, "module") else self.model
             torch.save({"state_dict": {k: t.detach().cpu() for k, t in raw.state_dict().items()},
@@ -544,15 +561,25 @@ class Trainer:
         self.log(f"finished {done}/{E} epochs in {_fmt_time(time.perf_counter() - t_run)}; best val Dice "
                  f"{best:.4f} at epoch {best_epoch}; best checkpoint {best_p}")  # fmt: skip
         result = TrainResult(self.run_dir, best_p if best_p.exists() else None, last_p, best, best_epoch,
-                             done, history, self.method.export_network(self.model))  # fmt: skip
+                             done, history, self.method.export_network(self.model), cancelled)  # fmt: skip
         if self.d.initialised_here:
             dist.destroy_process_group()
         return result
 
 
-def train(cfg: TrainConfig, command: str | None = None, log: Callable[[str], None] | None = None) -> TrainResult:
-    """Train (or resume) a model as configured; see the module doc for the run folder."""
-    return Trainer(cfg, command=command, log=log).run()
+def train(
+    cfg: TrainConfig,
+    command: str | None = None,
+    log: Callable[[str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train (or resume) a model as configured; see the module doc for the run folder.
+
+    ``cancel`` is polled between steps (the unfinished epoch is dropped; resume repeats it);
+    ``on_epoch`` receives each epoch's metrics record.
+    """
+    return Trainer(cfg, command=command, log=log, cancel=cancel, on_epoch=on_epoch).run()
 
 
 def run_train_cli(config_path: str | os.PathLike | None, overrides: list[str] | None = None) -> Path:
