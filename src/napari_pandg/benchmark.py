@@ -149,7 +149,9 @@ def _write_text(text: str, path: Path) -> Path:
     return _atomic_write(path, lambda t: t.write_text(text, encoding="utf-8"))
 
 
-def _read_manifest(manifest: str | os.PathLike | pd.DataFrame) -> tuple[pd.DataFrame, str]:
+def read_dataset(manifest: str | os.PathLike | pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """``(index, name)`` from an index CSV, a dataset folder or a DataFrame, with the columns
+    normalised (tags as strings, ``label`` None where missing, ``label_map`` "" where missing)."""
     from napari_pandg.io import build_index, read_index
 
     if isinstance(manifest, pd.DataFrame):
@@ -570,7 +572,7 @@ def run_benchmark(
         )
     if max_cases_per_cell is not None and int(max_cases_per_cell) < 1:
         raise ValueError(f"max_cases_per_cell must be >= 1 or None, got {max_cases_per_cell}")
-    df, manifest_name = _read_manifest(manifest)
+    df, manifest_name = read_dataset(manifest)
     labelled = df[df["label"].notna()]
     if labelled.empty:
         raise ValueError(f"manifest {manifest_name}: no image has a label; nothing to benchmark")

@@ -416,9 +416,9 @@ def load_index(
     subjects: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """A dataset index (CSV, dataset folder or DataFrame), filtered; unknown filter values are errors."""
-    from napari_pandg.benchmark import _read_manifest
+    from napari_pandg.benchmark import read_dataset
 
-    df, name = _read_manifest(source)
+    df, name = read_dataset(source)
     for col, allowed in (("center", centers), ("sequence", sequences), ("subject", subjects)):
         if allowed:
             unknown = sorted(set(allowed) - set(df[col].astype(str)))

@@ -321,6 +321,7 @@ class EmbeddingWidget(QWidget):
         getattr(self.viewer, f"add_{kind}")(data, **kwargs)
 
     def _mark(self, sub: pd.DataFrame, images: list[str]) -> list[Any]:
+        from napari_pandg.embed import feature_columns
         from napari_pandg.io import voxel_to_world
 
         layers = []
@@ -333,8 +334,7 @@ class EmbeddingWidget(QWidget):
             name = f"{SELECTION_PREFIX} · {image.name}"
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
-            feats = rows.drop(columns=[c for c in rows.columns if c.startswith(("f", "int_")) and c != "organ"],
-                              errors="ignore").reset_index(drop=True)  # fmt: skip
+            feats = rows.drop(columns=feature_columns(rows)).reset_index(drop=True)
             spacing = image.metadata.get("spacing_sar", (4.0, 2.0, 2.0))
             layers.append(self.viewer.add_points(
                 world, name=name, features=feats, size=float(4 * max(spacing)), face_color="#ff3030",
