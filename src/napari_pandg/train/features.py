@@ -44,8 +44,46 @@ from napari_pandg.train.data import seed_for
 FEATURES_FORMAT = "napari-pandg/features"
 
 
-def render(labels: torch.Tensor, gen: torch.Generator, n_ids: int = 256) -> torch.Tensor:
-    """One random-contrast image (B, 1, X, Y, Z) in [0, 1] from integer labels (B, 1, X, Y, Z)."""
+def _gaussian_blur(img: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
+    """Separable Gaussian blur of (1, 1, X, Y, Z) with one sigma (voxels) per axis; replicate pad.
+
+    Hand-written (not ``monai.transforms.GaussianSmooth``) because the three sigmas are drawn per
+    sample inside the loss on tensors already on the training device, and this stays a few lines.
+    """
+    for d, sigma in enumerate(sigmas):
+        if sigma <= 0.2:
+            continue
+        r = int(np.ceil(2 * sigma))
+        x = torch.arange(-r, r + 1, dtype=torch.float32)
+        k = torch.exp(-(x**2) / (2 * sigma**2))
+        k = k / k.sum()
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + d] = len(k)
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[2 * (2 - d)] = pad[2 * (2 - d) + 1] = r
+        img = F.conv3d(F.pad(img, pad, mode="replicate"), k.view(shape))
+    return img
+
+
+def render(
+    labels: torch.Tensor, gen: torch.Generator, n_ids: int = 256, texture: float = 0.0,
+    slice_blur: float = 0.0, rician: float = 0.0,
+) -> torch.Tensor:  # fmt: skip
+    """One random-contrast image (B, 1, X, Y, Z) in [0, 1] from integer labels (B, 1, X, Y, Z).
+
+    Always: a random mean and within-label noise per label, an isotropic Gaussian blur
+    (sigma < 1 voxel), a smooth multiplicative bias field, a random gamma and additive noise.
+    Optional acquisition effects (all off by default, which keeps the feature extractor's
+    rendering unchanged):
+
+    * ``texture`` (max amplitude, e.g. 0.15): each label gets a smooth multiplicative texture
+      ``1 + a * n`` (``a`` uniform in [0, texture] per label, ``n`` unit smooth noise with a
+      correlation length of ~3 voxels), like parenchymal texture and lobulation;
+    * ``slice_blur`` (max sigma in voxels along the last axis, e.g. 1.0): extra through-plane
+      blur, as thick slices (T2 and Dixon are often acquired at 6-8 mm) seen on a finer grid;
+    * ``rician`` (probability): additive noise becomes the magnitude of complex noise, which
+      lifts dark regions and air to a Rician floor as in magnitude images.
+    """
     b = labels.shape[0]
     out = torch.empty(labels.shape, dtype=torch.float32)
     for i in range(b):
@@ -54,27 +92,49 @@ def render(labels: torch.Tensor, gen: torch.Generator, n_ids: int = 256) -> torc
         sd = torch.rand(n_ids, generator=gen) * 0.08
         img = mu[lab] + sd[lab] * torch.randn(lab.shape, generator=gen)
         img = img[None, None]
-        # blur (random sigma up to 1 voxel) with a separable Gaussian
+        if texture > 0:
+            amp = torch.rand(n_ids, generator=gen) * texture
+            coarse = [max(2, s // 3) for s in lab.shape]
+            field = F.interpolate(
+                torch.randn([1, 1, *coarse], generator=gen),
+                size=lab.shape,
+                mode="trilinear",
+                align_corners=False,
+            )
+            field = field / (field.std() + 1e-6)
+            img = img * (1.0 + amp[lab][None, None] * field).clamp_min(0.0)
         sigma = float(torch.rand((), generator=gen)) * 1.0
-        if sigma > 0.2:
-            r = int(np.ceil(2 * sigma))
-            x = torch.arange(-r, r + 1, dtype=torch.float32)
-            k = torch.exp(-(x**2) / (2 * sigma**2))
-            k = k / k.sum()
-            for d in range(3):
-                shape = [1, 1, 1, 1, 1]
-                shape[2 + d] = len(k)
-                pad = [0, 0, 0, 0, 0, 0]
-                pad[2 * (2 - d)] = pad[2 * (2 - d) + 1] = r
-                img = F.conv3d(F.pad(img, pad, mode="replicate"), k.view(shape))
+        sigmas = [sigma, sigma, sigma]
+        if slice_blur > 0:
+            sigmas[2] = float(np.hypot(sigma, float(torch.rand((), generator=gen)) * slice_blur))
+        img = _gaussian_blur(img, sigmas)
         # smooth multiplicative bias field from a 4^3 grid
-        coarse = torch.randn((1, 1, 4, 4, 4), generator=gen) * float(torch.rand((), generator=gen)) * 0.3
-        bias = torch.exp(F.interpolate(coarse, size=img.shape[2:], mode="trilinear", align_corners=False))
+        coarse = (
+            torch.randn((1, 1, 4, 4, 4), generator=gen)
+            * float(torch.rand((), generator=gen))
+            * 0.3
+        )
+        bias = torch.exp(
+            F.interpolate(coarse, size=img.shape[2:], mode="trilinear", align_corners=False)
+        )
         img = img * bias
         img = (img - img.min()) / (img.max() - img.min() + 1e-6)
         gamma = float(torch.exp(torch.randn((), generator=gen) * 0.25))
         img = img.clamp_min(0) ** gamma
-        img = img + torch.randn(img.shape, generator=gen) * float(torch.rand((), generator=gen)) * 0.05
+        if rician > 0 and float(torch.rand((), generator=gen)) < rician:
+            n1, n2 = (
+                torch.randn((2, *img.shape), generator=gen)
+                * float(torch.rand((), generator=gen))
+                * 0.05
+            )
+            img = torch.sqrt((img + n1) ** 2 + n2**2)
+        else:  # (draw order kept from the first version: the shipped extractor's rendering)
+            img = (
+                img
+                + torch.randn(img.shape, generator=gen)
+                * float(torch.rand((), generator=gen))
+                * 0.05
+            )
         img = (img - img.min()) / (img.max() - img.min() + 1e-6)
         out[i] = img[0]
     return out
@@ -128,7 +188,9 @@ def _label_volumes(manifest: str | os.PathLike, spacing: Sequence[float], center
     out = []
     for r in df.to_dict("records"):
         lab = load_volume(r["label"], is_label=True, label_map=r.get("label_map") or None)
-        g, _ = to_model_grid(np.asarray(lab.array, dtype=np.uint8), lab.affine, tuple(spacing), "RAS", "nearest")
+        g, _ = to_model_grid(
+            np.asarray(lab.array, dtype=np.uint8), lab.affine, tuple(spacing), "RAS", "nearest"
+        )
         out.append(g.astype(np.int64))
     return out
 
@@ -160,12 +222,19 @@ def train_features(
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
-    labels = _label_volumes(manifest, spacing, centers, sequences, set(subjects) if subjects else None)
+    labels = _label_volumes(
+        manifest, spacing, centers, sequences, set(subjects) if subjects else None
+    )
     patch = tuple(int(p) for p in patch_size)
     div = 2**num_downs
     if any(p % div or p < 2 * div for p in patch):
-        raise ConfigError(f"patch_size {patch} must be multiples of {div} and at least {2 * div} (num_downs={num_downs})")
-    labels = [np.pad(v, [(0, max(0, p - s)) for s, p in zip(v.shape, patch, strict=True)]) for v in labels]
+        raise ConfigError(
+            f"patch_size {patch} must be multiples of {div} and at least {2 * div} (num_downs={num_downs})"
+        )
+    labels = [
+        np.pad(v, [(0, max(0, p - s)) for s, p in zip(v.shape, patch, strict=True)])
+        for v in labels
+    ]
     torch.manual_seed(seed)
     kwargs = {"num_downs": num_downs, "ngf": ngf, "norm": "instance"}
     net = build_network("PlainUnet", kwargs, 1, out_channels)
@@ -180,7 +249,9 @@ def train_features(
         for _ in range(batch_size):
             v = labels[int(rng.integers(len(labels)))]
             lo = [int(rng.integers(0, s - p + 1)) for s, p in zip(v.shape, patch, strict=True)]
-            crops.append(v[lo[0] : lo[0] + patch[0], lo[1] : lo[1] + patch[1], lo[2] : lo[2] + patch[2]])
+            crops.append(
+                v[lo[0] : lo[0] + patch[0], lo[1] : lo[1] + patch[1], lo[2] : lo[2] + patch[2]]
+            )
         lab = torch.from_numpy(np.stack(crops))[:, None]
         v1, v2 = render(lab, gen), render(lab, gen)
         loss = voxel_contrastive_loss(net(v1), net(v2), lab, gen)
@@ -220,8 +291,14 @@ def run_train_features_cli(
 ) -> Path:
     """``pandg train-features``: contrastive pre-training of the MaskGen feature extractor."""
     path = train_features(
-        manifest, out, steps=steps, centers=centers, subjects=subjects, seed=seed,
-        overwrite=overwrite, patch_size=patch_size,
+        manifest,
+        out,
+        steps=steps,
+        centers=centers,
+        subjects=subjects,
+        seed=seed,
+        overwrite=overwrite,
+        patch_size=patch_size,
     )
     print(f"wrote {path}")
     return path

@@ -214,6 +214,10 @@ class Synth(Method):
     intensity bins of the unlabelled voxels (:func:`napari_pandg.train.data.region_map`), so a
     sequence's contrast, including inverted contrast, is one draw among many. The network is a
     plain single-channel model; inference is unchanged.
+
+    Optional acquisition effects of the rendering (``render``'s arguments, off when absent):
+    ``texture`` (per-structure smooth texture amplitude), ``slice_blur`` (extra through-plane
+    blur sigma, voxels: thick-slice T2 / Dixon) and ``rician`` (probability of magnitude noise).
     """
 
     name = "synth"
@@ -227,11 +231,12 @@ class Synth(Method):
         if regions is None:
             raise ConfigError("the synth method needs anatomy regions in the batch (trainer bug)")
         prob = float(self.params.get("prob", 0.8))
+        effects = {k: float(self.params.get(k, 0.0)) for k in ("texture", "slice_blur", "rician")}
         x = x.clone()
         for b in range(x.shape[0]):
             if float(torch.rand((), generator=gen)) >= prob:
                 continue
-            r = render(regions[b : b + 1].cpu(), gen).to(x)
+            r = render(regions[b : b + 1].cpu(), gen, **effects).to(x)
             mean, std = x[b].mean(), x[b].std()
             x[b] = ((r - r.mean()) / (r.std() + 1e-6) * std + mean)[0]
         logits = model(x)
