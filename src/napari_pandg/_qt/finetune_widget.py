@@ -9,7 +9,6 @@ Segment widget and ``pandg segment`` list.
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,14 +23,13 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QListWidget,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
-from napari_pandg._qt._common import layer_names, report_error, set_combo_items
+from napari_pandg._qt._common import WorkerControls, layer_names, report_error, set_combo_items
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -44,8 +42,10 @@ class _Signals(QObject):
     log = Signal(str)
 
 
-class FinetuneWidget(QWidget):
+class FinetuneWidget(WorkerControls, QWidget):
     """Pairs of (image, corrected labels) layers -> fine-tuned model, with a live learning curve."""
+
+    fill_progress_when_idle = False  # the bar counts epochs: a cancelled run shows where it stopped
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
@@ -56,8 +56,6 @@ class FinetuneWidget(QWidget):
         self.pairs: list[tuple[str, str]] = []
         self.history: list[dict[str, Any]] = []
         self.result: Any = None
-        self._worker: Any = None
-        self._cancel = threading.Event()
         self._signals = _Signals()
         self._signals.epoch.connect(self._on_epoch)
         self._signals.log.connect(lambda s: self.status.setText(s))
@@ -108,20 +106,11 @@ class FinetuneWidget(QWidget):
         form.addRow("Run folder", self.run_dir)
         form.addRow("Model name", self.name)
 
-        self.run_btn = QPushButton("Fine-tune")
-        self.run_btn.clicked.connect(lambda: self.run())
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setEnabled(False)
-        self.cancel_btn.clicked.connect(self.cancel)
+        buttons = self._init_worker_controls("Fine-tune")
         self.install_btn = QPushButton("Add to my models")
         self.install_btn.setEnabled(False)
         self.install_btn.clicked.connect(lambda: self.install())
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_btn)
-        buttons.addWidget(self.cancel_btn)
         buttons.addWidget(self.install_btn)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
         self.figure = Figure(figsize=(4, 2.6), dpi=90)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(200)
@@ -207,24 +196,14 @@ class FinetuneWidget(QWidget):
         value = None if self.label_value.value() == AS_IS else int(self.label_value.value())
         self.history = []
         self.result = None
-        self._cancel.clear()
         self._plot()
+        self.install_btn.setEnabled(False)
+        self.status.setText(f"Fine-tuning {Path(model).name} on {len(vols)} pair(s) …")
         worker = create_worker(
             self._work, vols, model, self.run_dir.text().strip(), value, int(self.epochs.value()),
             int(self.steps.value()), float(self.lr.value()), self.name.text().strip() or None, _ignore_errors=True,
         )  # fmt: skip
-        worker.returned.connect(self._done)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._idle)
-        self._worker = worker
-        self.run_btn.setEnabled(False)
-        self.cancel_btn.setEnabled(True)
-        self.install_btn.setEnabled(False)
-        self.progress.setRange(0, int(self.epochs.value()))
-        self.progress.setValue(0)
-        self.status.setText(f"Fine-tuning {Path(model).name} on {len(vols)} pair(s) …")
-        worker.start()
-        return worker
+        return self._start_worker(worker, self._done, total=int(self.epochs.value()))
 
     def _work(self, vols, model, run_dir, value, epochs, steps, lr, name) -> Any:
         """Worker thread: no Qt objects touched (signals only)."""
@@ -283,15 +262,3 @@ class FinetuneWidget(QWidget):
         self.refresh_models()
         self.status.setText(f"Installed as {dst.stem} ({dst}); the Segment widget lists it.")
         return dst
-
-    # ------------------------------------------------------------------ worker plumbing
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    def _idle(self) -> None:
-        self._worker = None
-        self.run_btn.setEnabled(True)
-        self.cancel_btn.setEnabled(False)
-
-    def _on_error(self, exc: BaseException) -> None:
-        report_error(self.status, exc)

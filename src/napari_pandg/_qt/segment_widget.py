@@ -7,25 +7,22 @@ Volumes and back (``napari_pandg.io.from_napari`` / ``layerdata.volume_layerdata
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
-from napari_pandg._qt._common import layer_names, report_error, set_combo_items
+from napari_pandg._qt._common import WorkerControls, layer_names, set_combo_items
 from napari_pandg.labels import PANCREAS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,20 +31,12 @@ if TYPE_CHECKING:  # pragma: no cover
 NONE = "(none)"
 
 
-class _Signals(QObject):
-    progress = Signal(int, int, str)
-
-
-class SegmentWidget(QWidget):
+class SegmentWidget(WorkerControls, QWidget):
     """Choose a shipped / user / file model, segment the selected image, show Dice and HD95."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self._worker: Any = None
-        self._cancel = threading.Event()
-        self._signals = _Signals()
-        self._signals.progress.connect(self._on_progress)
         self.result_layer: Any = None
         self.metrics: dict[str, Any] = {}
 
@@ -58,12 +47,9 @@ class SegmentWidget(QWidget):
         self.model_info.setWordWrap(True)
         self.image_combo = QComboBox()
         self.gt_combo = QComboBox()
-        self.run_btn = QPushButton("Segment")
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setEnabled(False)
-        self.progress = QProgressBar()
         self.status = QLabel("Choose a model and an image.")
         self.status.setWordWrap(True)
+        buttons = self._init_worker_controls("Segment")
 
         row = QHBoxLayout()
         row.addWidget(self.model_combo, 1)
@@ -73,9 +59,6 @@ class SegmentWidget(QWidget):
         form.addRow(self.model_info)
         form.addRow("Image", self.image_combo)
         form.addRow("Ground truth", self.gt_combo)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_btn)
-        buttons.addWidget(self.cancel_btn)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
         lay.addLayout(buttons)
@@ -85,8 +68,6 @@ class SegmentWidget(QWidget):
 
         self.model_btn.clicked.connect(self._choose_model)
         self.model_combo.currentTextChanged.connect(self._describe_model)
-        self.run_btn.clicked.connect(lambda: self.run())
-        self.cancel_btn.clicked.connect(self.cancel)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self.refresh_models()
@@ -149,18 +130,9 @@ class SegmentWidget(QWidget):
                 )
                 return None
             gt = np.asarray(ground_truth.data)
-        self._cancel.clear()
-        worker = create_worker(self._work, model, vol, gt, _ignore_errors=True)
-        worker.returned.connect(lambda res: self._show(res, image))
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._idle)
-        self._worker = worker
-        self.run_btn.setEnabled(False)
-        self.cancel_btn.setEnabled(True)
-        self.progress.setRange(0, 0)
         self.status.setText(f"Segmenting {image.name} with {Path(model).name} …")
-        worker.start()
-        return worker
+        worker = create_worker(self._work, model, vol, gt, _ignore_errors=True)
+        return self._start_worker(worker, lambda res: self._show(res, image))
 
     def _work(self, model: str, vol: Any, gt: np.ndarray | None) -> dict[str, Any]:
         """Runs in the worker thread: inference + metrics (no Qt objects touched)."""
@@ -168,11 +140,8 @@ class SegmentWidget(QWidget):
         from napari_pandg.metrics import segmentation_metrics
         from napari_pandg.models import SegmentationCancelled, segment_volume
 
-        def progress(done: int, total: int, what: str) -> None:
-            self._signals.progress.emit(int(done), int(total), what)
-
         try:
-            pred = segment_volume(model, vol, progress=progress, cancel=self._cancel.is_set)
+            pred = segment_volume(model, vol, progress=self._report, cancel=self._cancel.is_set)
         except SegmentationCancelled:
             return {"cancelled": True}
         data, kwargs = to_napari(pred)
@@ -212,20 +181,3 @@ class SegmentWidget(QWidget):
     def _layer(self, name: str) -> Any:
         return self.viewer.layers[name] if name and name in self.viewer.layers else None
 
-    def _on_progress(self, done: int, total: int, what: str) -> None:
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    def _idle(self) -> None:
-        self._worker = None
-        self.run_btn.setEnabled(True)
-        self.cancel_btn.setEnabled(False)
-        if self.progress.maximum() == 0:
-            self.progress.setRange(0, 1)
-        self.progress.setValue(self.progress.maximum())
-
-    def _on_error(self, exc: BaseException) -> None:
-        report_error(self.status, exc)

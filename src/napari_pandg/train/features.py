@@ -95,12 +95,8 @@ def render(
         if texture > 0:
             amp = torch.rand(n_ids, generator=gen) * texture
             coarse = [max(2, s // 3) for s in lab.shape]
-            field = F.interpolate(
-                torch.randn([1, 1, *coarse], generator=gen),
-                size=lab.shape,
-                mode="trilinear",
-                align_corners=False,
-            )
+            field = F.interpolate(torch.randn([1, 1, *coarse], generator=gen), size=lab.shape,
+                                  mode="trilinear", align_corners=False)  # fmt: skip
             field = field / (field.std() + 1e-6)
             img = img * (1.0 + amp[lab][None, None] * field).clamp_min(0.0)
         sigma = float(torch.rand((), generator=gen)) * 1.0
@@ -109,32 +105,17 @@ def render(
             sigmas[2] = float(np.hypot(sigma, float(torch.rand((), generator=gen)) * slice_blur))
         img = _gaussian_blur(img, sigmas)
         # smooth multiplicative bias field from a 4^3 grid
-        coarse = (
-            torch.randn((1, 1, 4, 4, 4), generator=gen)
-            * float(torch.rand((), generator=gen))
-            * 0.3
-        )
-        bias = torch.exp(
-            F.interpolate(coarse, size=img.shape[2:], mode="trilinear", align_corners=False)
-        )
+        coarse = torch.randn((1, 1, 4, 4, 4), generator=gen) * float(torch.rand((), generator=gen)) * 0.3
+        bias = torch.exp(F.interpolate(coarse, size=img.shape[2:], mode="trilinear", align_corners=False))
         img = img * bias
         img = (img - img.min()) / (img.max() - img.min() + 1e-6)
         gamma = float(torch.exp(torch.randn((), generator=gen) * 0.25))
         img = img.clamp_min(0) ** gamma
         if rician > 0 and float(torch.rand((), generator=gen)) < rician:
-            n1, n2 = (
-                torch.randn((2, *img.shape), generator=gen)
-                * float(torch.rand((), generator=gen))
-                * 0.05
-            )
+            n1, n2 = torch.randn((2, *img.shape), generator=gen) * float(torch.rand((), generator=gen)) * 0.05
             img = torch.sqrt((img + n1) ** 2 + n2**2)
         else:  # (draw order kept from the first version: the shipped extractor's rendering)
-            img = (
-                img
-                + torch.randn(img.shape, generator=gen)
-                * float(torch.rand((), generator=gen))
-                * 0.05
-            )
+            img = img + torch.randn(img.shape, generator=gen) * float(torch.rand((), generator=gen)) * 0.05
         img = (img - img.min()) / (img.max() - img.min() + 1e-6)
         out[i] = img[0]
     return out
@@ -188,9 +169,7 @@ def _label_volumes(manifest: str | os.PathLike, spacing: Sequence[float], center
     out = []
     for r in df.to_dict("records"):
         lab = load_volume(r["label"], is_label=True, label_map=r.get("label_map") or None)
-        g, _ = to_model_grid(
-            np.asarray(lab.array, dtype=np.uint8), lab.affine, tuple(spacing), "RAS", "nearest"
-        )
+        g, _ = to_model_grid(np.asarray(lab.array, dtype=np.uint8), lab.affine, tuple(spacing), "RAS", "nearest")
         out.append(g.astype(np.int64))
     return out
 
@@ -222,19 +201,12 @@ def train_features(
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
-    labels = _label_volumes(
-        manifest, spacing, centers, sequences, set(subjects) if subjects else None
-    )
+    labels = _label_volumes(manifest, spacing, centers, sequences, set(subjects) if subjects else None)
     patch = tuple(int(p) for p in patch_size)
     div = 2**num_downs
     if any(p % div or p < 2 * div for p in patch):
-        raise ConfigError(
-            f"patch_size {patch} must be multiples of {div} and at least {2 * div} (num_downs={num_downs})"
-        )
-    labels = [
-        np.pad(v, [(0, max(0, p - s)) for s, p in zip(v.shape, patch, strict=True)])
-        for v in labels
-    ]
+        raise ConfigError(f"patch_size {patch} must be multiples of {div} and at least {2 * div} (num_downs={num_downs})")
+    labels = [np.pad(v, [(0, max(0, p - s)) for s, p in zip(v.shape, patch, strict=True)]) for v in labels]
     torch.manual_seed(seed)
     kwargs = {"num_downs": num_downs, "ngf": ngf, "norm": "instance"}
     net = build_network("PlainUnet", kwargs, 1, out_channels)
@@ -249,9 +221,7 @@ def train_features(
         for _ in range(batch_size):
             v = labels[int(rng.integers(len(labels)))]
             lo = [int(rng.integers(0, s - p + 1)) for s, p in zip(v.shape, patch, strict=True)]
-            crops.append(
-                v[lo[0] : lo[0] + patch[0], lo[1] : lo[1] + patch[1], lo[2] : lo[2] + patch[2]]
-            )
+            crops.append(v[lo[0] : lo[0] + patch[0], lo[1] : lo[1] + patch[1], lo[2] : lo[2] + patch[2]])
         lab = torch.from_numpy(np.stack(crops))[:, None]
         v1, v2 = render(lab, gen), render(lab, gen)
         loss = voxel_contrastive_loss(net(v1), net(v2), lab, gen)
@@ -291,14 +261,8 @@ def run_train_features_cli(
 ) -> Path:
     """``pandg train-features``: contrastive pre-training of the MaskGen feature extractor."""
     path = train_features(
-        manifest,
-        out,
-        steps=steps,
-        centers=centers,
-        subjects=subjects,
-        seed=seed,
-        overwrite=overwrite,
-        patch_size=patch_size,
+        manifest, out, steps=steps, centers=centers, subjects=subjects, seed=seed,
+        overwrite=overwrite, patch_size=patch_size,
     )
     print(f"wrote {path}")
     return path
