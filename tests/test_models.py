@@ -232,6 +232,28 @@ def test_segment_maps_back_to_input_grid_with_amos_ids():
     assert seg.subject == "s1" and seg.metadata["model"] == "tiny"
 
 
+def test_largest_component_postprocess_from_checkpoint(tmp_path: Path):
+    """A checkpoint that asks for the largest component keeps the big blob, drops the far one."""
+    vol, box = _oblique_free_volume()
+    speck = np.zeros(vol.shape, bool)
+    speck[2:6, 26:32, 10:13] = True  # a second, smaller bright blob far from the box
+    vol.array[speck] = 300
+    kw = dict(normalization={"method": "minmax"}, spacing=(2.0, 2.0, 2.0), patch_size=(16, 16, 16))
+    plain = segment_volume(SegModel(tiny_desc(**kw), _Threshold()), vol).array == PANCREAS
+    assert plain[speck].mean() > 0.5 and plain[box].mean() > 0.8  # both blobs found
+    desc = tiny_desc(postprocess={"largest_component": [1]}, **kw)
+    # the choice travels with the checkpoint (the _Threshold module has no weights to save)
+    path = save_checkpoint(tmp_path / "pp.pt", desc, build_model(tiny_desc()))
+    assert load_checkpoint(path).description.postprocess == {"largest_component": [1]}
+    assert "largest_component [1]" in desc.summary()
+    kept = segment_volume(SegModel(desc, _Threshold()), vol).array == PANCREAS
+    assert not kept[speck].any() and np.array_equal(kept[box], plain[box])
+    with pytest.raises(ModelError, match="foreground outputs are 1..1"):
+        tiny_desc(postprocess={"largest_component": [2]})
+    with pytest.raises(ModelError, match="unknown postprocess step 'fill_holes'"):
+        tiny_desc(postprocess={"fill_holes": [1]})
+
+
 def test_segment_small_volume_is_padded_with_real_unet(ckpt: Path):
     m = load_checkpoint(ckpt)
     vol = Volume(np.random.default_rng(1).random((9, 11, 5)).astype(np.float32), np.diag([1.0, 1.0, 2.0, 1.0]))

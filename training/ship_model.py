@@ -6,6 +6,12 @@
 It keeps the checkpoint self-describing: the training subjects (from the run's split.csv),
 the command without machine-specific paths, how the data were made and the benchmark
 summary go into the description; the weights are unchanged.
+
+``--postprocess auto`` decides, as nnU-Net does, whether the model keeps only the largest
+connected pancreas component: it segments the run's *validation* subjects (training domains
+only, never the test subjects) with and without it and turns it on when the mean validation
+Dice is not lower. ``largest`` turns it on, ``none`` off; the choice and the validation Dice
+are recorded in the checkpoint.
 """
 
 from __future__ import annotations
@@ -16,9 +22,41 @@ from pathlib import Path
 
 import pandas as pd
 
-from napari_pandg.models import load_checkpoint, save_checkpoint
+from napari_pandg.models import SegModel, load_checkpoint, save_checkpoint
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "napari_pandg" / "models" / "weights"
+
+
+def choose_postprocess(model: SegModel, run: Path) -> dict:
+    """Validation Dice without / with the largest-component step on the run's val subjects."""
+    import dataclasses
+
+    import numpy as np
+
+    from napari_pandg.io import load_volume
+    from napari_pandg.metrics import dice
+    from napari_pandg.models import segment_volume
+    from napari_pandg.train.config import load_config
+    from napari_pandg.train.data import read_manifest, read_split, select_rows
+
+    cfg = load_config(run / "config.yaml")
+    rows = select_rows(read_manifest(cfg.data.manifest), read_split(run / "split.csv"), "val",
+                       cfg.data.train_centers, cfg.data.train_sequences)  # fmt: skip
+    if rows.empty:
+        raise SystemExit(f"{run}: no validation volumes to choose the post-processing on")
+    fg = sorted(k for k in model.description.label_map if k)
+    scores: dict[str, list[float]] = {"without": [], "with": []}
+    for _, r in rows.iterrows():
+        img, lab = load_volume(r["image"]), np.asarray(load_volume(r["label"], is_label=True).array)
+        for key, pp in (("without", {}), ("with", {"largest_component": fg})):
+            m = SegModel(dataclasses.replace(model.description, postprocess=pp), model.network, model.path)
+            pred = np.asarray(segment_volume(m, img).array)
+            ids = [model.description.label_map[k] for k in fg]
+            scores[key].append(float(np.mean([dice(pred == i, lab == i) for i in ids])))
+    res = {k: round(float(np.mean(v)), 4) for k, v in scores.items()}
+    res["n"] = len(rows)
+    res["subjects"] = sorted(rows["subject"].astype(str).unique())
+    return res
 
 
 def main() -> None:
@@ -26,6 +64,10 @@ def main() -> None:
     ap.add_argument("run", type=Path, help="run folder with best.pt and split.csv")
     ap.add_argument("--bench", type=Path, help="summary.csv written by pandg benchmark for this model")
     ap.add_argument("--data-command", default="", help="the command that generated the training data")
+    ap.add_argument("--postprocess", choices=("keep", "none", "largest", "auto"), default="keep",
+                    help="largest-component step: keep the checkpoint's choice, none, largest, or auto "
+                         "(on the run's validation subjects)")  # fmt: skip
+    ap.add_argument("--out", type=Path, help="write here instead of the package's weights folder")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args()
 
@@ -38,6 +80,17 @@ def main() -> None:
     if argv and argv[0].endswith("/pandg"):
         argv[0] = "pandg"
     desc.command = shlex.join(argv)
+    fg = sorted(k for k in desc.label_map if k)
+    if args.postprocess == "none":
+        desc.postprocess = {}
+    elif args.postprocess == "largest":
+        desc.postprocess = {"largest_component": fg}
+    elif args.postprocess == "auto":
+        val = choose_postprocess(model, args.run)
+        desc.postprocess = {"largest_component": fg} if val["with"] >= val["without"] else {}
+        desc.extra["postprocess_validation"] = val
+        print(f"validation Dice without / with largest component: {val['without']:.4f} / {val['with']:.4f} "
+              f"(n = {val['n']}) -> postprocess {desc.postprocess or 'none'}")  # fmt: skip
     if args.data_command:
         desc.extra["data_command"] = args.data_command
     if args.bench is not None:
@@ -48,7 +101,7 @@ def main() -> None:
             f"{row['dice_cross_center']:.3f}, cross-sequence {row['dice_cross_sequence']:.3f}, "
             f"cross-both {row['dice_cross_both']:.3f}"
         )
-    out = WEIGHTS / f"{desc.name}.pt"
+    out = args.out or WEIGHTS / f"{desc.name}.pt"
     save_checkpoint(out, desc, model.network, overwrite=args.overwrite)
     print(f"shipped {out} ({out.stat().st_size / 1e6:.1f} MB): {desc.summary()}")
 

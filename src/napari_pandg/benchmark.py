@@ -50,8 +50,8 @@ from napari_pandg.labels import PANCREAS
 from napari_pandg.metrics import DEFAULT_TOLERANCE_MM, evaluate_volumes, summarize
 from napari_pandg.models import (
     ModelError,
-    SegModel,
     SegmentationCancelled,
+    SegModel,
     load_checkpoint,
     resolve_model,
     segment_volume,

@@ -30,7 +30,12 @@ from napari_pandg.models.errors import (
     SegmentationCancelled,
 )
 from napari_pandg.models.inference import run_segment_cli, segment_files, segment_volume
-from napari_pandg.models.registry import list_models, resolve_model, shipped_model_dir, user_model_dir
+from napari_pandg.models.registry import (
+    list_models,
+    resolve_model,
+    shipped_model_dir,
+    user_model_dir,
+)
 
 __all__ = [
     "DEFAULT_NORMALIZATION",

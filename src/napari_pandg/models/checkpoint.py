@@ -24,12 +24,10 @@ anatomix feature extractor from ``anatomix.pth`` when the model needs it.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 import pickle
 import tempfile
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +49,7 @@ from napari_pandg.models.networks import (
     build_feature_extractor,
     build_network,
 )
+from napari_pandg.postprocess import validate_postprocess
 
 FORMAT = "napari-pandg/model"
 FORMAT_VERSION = 1
@@ -111,6 +110,9 @@ class ModelDescription:
     inference: dict[str, Any] = field(
         default_factory=lambda: {"overlap": 0.5, "sw_batch_size": 2, "mode": "gaussian"}
     )
+    #: applied to the output-index map on the model grid (:mod:`napari_pandg.postprocess`),
+    #: e.g. ``{"largest_component": [1]}``; chosen on validation (``training/ship_model.py``)
+    postprocess: dict[str, Any] = field(default_factory=dict)
     method: str = "erm"
     #: training domains: {"centers": [...], "sequences": [...]}
     domains: dict[str, list[str]] = field(default_factory=lambda: {"centers": [], "sequences": []})
@@ -131,6 +133,10 @@ class ModelDescription:
         if len(self.patch_size) != 3 or min(self.patch_size) < 1:
             raise ModelError(f"patch_size must be 3 positive integers, got {self.patch_size}")
         validate_label_map(self.label_map, self.out_channels, what=f"model {self.name!r}")
+        try:
+            self.postprocess = validate_postprocess(self.postprocess, self.out_channels, f"model {self.name!r}")
+        except ValueError as exc:
+            raise ModelError(str(exc)) from None
 
     # ------------------------------------------------------------------ (de)serialise
     def to_dict(self) -> dict[str, Any]:
@@ -154,8 +160,9 @@ class ModelDescription:
     def summary(self) -> str:
         labels = ", ".join(f"{k}->{v}" for k, v in sorted(self.label_map.items()))
         fx = " + frozen features" if self.feature_extractor else ""
+        pp = "".join(f", {k} {v}" for k, v in self.postprocess.items())
         return (
-            f"{self.name}: {self.architecture}{fx} ({self.method}), spacing "
+            f"{self.name}: {self.architecture}{fx} ({self.method}{pp}), spacing "
             f"{'x'.join(f'{s:g}' for s in self.spacing)} mm {self.orientation}, patch "
             f"{'x'.join(map(str, self.patch_size))}, labels {{{labels}}}, trained on "
             f"centers {self.domains.get('centers', [])} sequences {self.domains.get('sequences', [])}"

@@ -31,6 +31,7 @@ from napari_pandg.models.preprocess import (
     resample_nearest,
     to_model_grid,
 )
+from napari_pandg.postprocess import apply_postprocess
 from napari_pandg.volume import Volume
 
 Progress = Callable[[int, int, str], Any]
@@ -146,6 +147,8 @@ def segment_volume(
     logits = predict_logits(model, img, progress, cancel)
     t2 = time.perf_counter()
     idx = torch.argmax(logits[0], dim=0).to(torch.uint8).cpu().numpy()
+    if desc.postprocess:
+        idx = apply_postprocess(idx, desc.postprocess)
     back = resample_nearest(idx, model_aff, vol.affine, vol.shape)
     lut = np.zeros(max(256, desc.out_channels), dtype=np.uint16)
     for k, v in desc.label_map.items():

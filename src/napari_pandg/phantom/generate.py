@@ -13,8 +13,8 @@ import numpy as np
 
 from napari_pandg.phantom import tissues as T
 from napari_pandg.phantom.acquisition import (
-    acquisition_geometry,
     acquire,
+    acquisition_geometry,
     b0_map,
     b1_index,
     b1_map,

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_pandg.postprocess import largest_connected_component
 from napari_pandg.sam.errors import SamPromptError, SamStateError
 from napari_pandg.sam.preprocess import normalize_volume
 
@@ -82,27 +83,6 @@ def _parse_label(v: Any) -> int:
     if f in (0.0, -1.0) or f < 0:
         return 0
     raise SamPromptError(f"point label {v!r} must be +1 / -1")
-
-
-def largest_connected_component(mask: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
-    """Largest 3D connected component (full connectivity, as MedSAM2 ``getLargestCC``).
-
-    ``keep`` (bool, same shape): components touching it are kept as well (used for corrections).
-    """
-    from scipy import ndimage
-
-    m = np.asarray(mask, dtype=bool)
-    if not m.any():
-        return m.copy()
-    labels, n = ndimage.label(m, structure=np.ones((3,) * m.ndim, dtype=bool))
-    if n <= 1:
-        return m.copy()
-    counts = np.bincount(labels.ravel())
-    counts[0] = 0
-    keep_ids = {int(np.argmax(counts))}
-    if keep is not None:
-        keep_ids.update(int(i) for i in np.unique(labels[keep & m]) if i)
-    return np.isin(labels, sorted(keep_ids))
 
 
 def masks_agree(a: np.ndarray, b: np.ndarray, min_dice: float) -> bool:
