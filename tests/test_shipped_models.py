@@ -31,6 +31,11 @@ def test_shipped_models_are_self_describing() -> None:
         assert d.extra["train_subjects"] and d.extra["test_subjects"]
         assert "in-domain Dice" in d.notes
         assert d.val_metrics["dice"] > 0.8
+        # the largest-component step was chosen on validation subjects, never on test subjects
+        val = d.extra["postprocess_validation"]
+        assert not set(val["subjects"]) & set(d.extra["test_subjects"])
+        assert set(val["subjects"]) <= set(d.extra["val_subjects"])
+        assert (d.postprocess == {"largest_component": [1]}) == (val["with"] > val["without"])
 
 
 @pytest.mark.slow

@@ -9,9 +9,10 @@ summary go into the description; the weights are unchanged.
 
 ``--postprocess auto`` decides, as nnU-Net does, whether the model keeps only the largest
 connected pancreas component: it segments the run's *validation* subjects (training domains
-only, never the test subjects) with and without it and turns it on when the mean validation
-Dice is not lower. ``largest`` turns it on, ``none`` off; the choice and the validation Dice
-are recorded in the checkpoint.
+only, never the test subjects) with and without it and turns it on only when that raises the
+mean validation Dice (a tie leaves it off: a pancreas predicted in two pieces loses one of
+them). ``largest`` turns it on, ``none`` off; the choice and the validation Dice are recorded
+in the checkpoint.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path, help="run folder with best.pt and split.csv")
     ap.add_argument("--bench", type=Path, help="summary.csv written by pandg benchmark for this model")
+    ap.add_argument("--bench-model", help="the row of --bench to record (default: the model's name, else the first)")
     ap.add_argument("--data-command", default="", help="the command that generated the training data")
     ap.add_argument("--postprocess", choices=("keep", "none", "largest", "auto"), default="keep",
                     help="largest-component step: keep the checkpoint's choice, none, largest, or auto "
@@ -87,14 +89,18 @@ def main() -> None:
         desc.postprocess = {"largest_component": fg}
     elif args.postprocess == "auto":
         val = choose_postprocess(model, args.run)
-        desc.postprocess = {"largest_component": fg} if val["with"] >= val["without"] else {}
+        desc.postprocess = {"largest_component": fg} if val["with"] > val["without"] else {}
         desc.extra["postprocess_validation"] = val
         print(f"validation Dice without / with largest component: {val['without']:.4f} / {val['with']:.4f} "
               f"(n = {val['n']}) -> postprocess {desc.postprocess or 'none'}")  # fmt: skip
     if args.data_command:
         desc.extra["data_command"] = args.data_command
     if args.bench is not None:
-        row = pd.read_csv(args.bench).iloc[0]
+        bench = pd.read_csv(args.bench)
+        pick = bench[bench["model"] == (args.bench_model or desc.name)]
+        if args.bench_model and pick.empty:
+            raise SystemExit(f"{args.bench}: no row for model {args.bench_model!r} (rows: {list(bench['model'])})")
+        row = (pick if len(pick) else bench).iloc[0]
         desc.extra["benchmark"] = {k: (None if pd.isna(v) else v) for k, v in row.items() if k.startswith(("dice", "n_"))}
         desc.notes = (
             f"phantom test subjects: in-domain Dice {row['dice_in_domain']:.3f}, cross-center "
