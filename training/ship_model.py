@@ -46,13 +46,13 @@ def choose_postprocess(model: SegModel, run: Path) -> dict:
     if rows.empty:
         raise SystemExit(f"{run}: no validation volumes to choose the post-processing on")
     fg = sorted(k for k in model.description.label_map if k)
+    ids = [model.description.label_map[k] for k in fg]
     scores: dict[str, list[float]] = {"without": [], "with": []}
     for _, r in rows.iterrows():
         img, lab = load_volume(r["image"]), np.asarray(load_volume(r["label"], is_label=True).array)
         for key, pp in (("without", {}), ("with", {"largest_component": fg})):
             m = SegModel(dataclasses.replace(model.description, postprocess=pp), model.network, model.path)
             pred = np.asarray(segment_volume(m, img).array)
-            ids = [model.description.label_map[k] for k in fg]
             scores[key].append(float(np.mean([dice(pred == i, lab == i) for i in ids])))
     res = {k: round(float(np.mean(v)), 4) for k, v in scores.items()}
     res["n"] = len(rows)
