@@ -540,3 +540,105 @@ def test_run_sam_cli_writes_nifti(engine, volume, tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 4, 2), np.float32), affine), four)
     with pytest.raises(SamPromptError, match="3D"):
         run_sam_cli(None, four, tmp_path / "z.nii", box="1,1,1,5,5", engine=engine)
+
+
+# ---------------------------------------------------------------- on-disk feature cache
+def test_feature_cache_on_disk_reused_across_sessions(engine, volume, tmp_path) -> None:
+    """A second session on the same volume and model encodes nothing and gives the same mask."""
+    s1 = VolumeSegmenter(engine, cache_dir=tmp_path)
+    s1.set_volume(volume)
+    n0 = engine.encoder_calls
+    m1 = s1.propagate(KEY, box=BOX)
+    assert engine.encoder_calls - n0 == SHAPE[2]
+    assert s1.features_on_disk == list(range(SHAPE[2]))
+    folders = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert len(folders) == 1 and (folders[0] / "meta.json").is_file() and (folders[0] / "pos.pt").is_file()
+    assert not list(folders[0].glob("*.tmp"))  # atomic writes leave no temp files
+
+    s2 = VolumeSegmenter(engine, cache_dir=tmp_path)
+    s2.set_volume(volume)
+    n0 = engine.encoder_calls
+    m2 = s2.propagate(KEY, box=BOX)
+    assert engine.encoder_calls == n0  # every slice came from disk
+    np.testing.assert_array_equal(m1, m2)
+    assert s2._cache.store.reads == SHAPE[2]
+
+    # another volume (or a changed one) gets its own folder and is encoded
+    s3 = VolumeSegmenter(engine, cache_dir=tmp_path)
+    s3.set_volume(volume[::-1].copy())
+    assert s3.features_on_disk == []
+    s3.preview(KEY, box=BOX)
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
+
+    # a model with other weights does not read these features
+    torch.manual_seed(1)
+    other = load_sam_model(None, image_size=SIZE, device="cpu", random_init=True)
+    assert other.fingerprint() != engine.fingerprint()
+    s4 = VolumeSegmenter(other, cache_dir=tmp_path)
+    s4.set_volume(volume)
+    assert s4.features_on_disk == []
+
+
+def test_feature_cache_on_disk_bad_files(engine, volume, tmp_path) -> None:
+    s1 = VolumeSegmenter(engine, cache_dir=tmp_path)
+    s1.set_volume(volume)
+    s1.encode(slices=[KEY, KEY + 1])
+    folder = s1._cache.store.path
+    (folder / f"z{KEY:04d}.pt").write_bytes(b"not a torch file")  # truncated / corrupted
+    s2 = VolumeSegmenter(engine, cache_dir=tmp_path)
+    s2.set_volume(volume)
+    n0 = engine.encoder_calls
+    with pytest.warns(RuntimeWarning, match="cannot read cached features"):
+        s2.encode(slices=[KEY, KEY + 1])
+    assert engine.encoder_calls - n0 == 1  # the bad slice is encoded again, the good one read
+    assert s2.features_on_disk == [KEY, KEY + 1]
+    # the corrupted file was replaced by a good one
+    s3 = VolumeSegmenter(engine, cache_dir=tmp_path)
+    s3.set_volume(volume)
+    n0 = engine.encoder_calls
+    s3.encode(slices=[KEY])
+    assert engine.encoder_calls == n0
+
+    # a folder whose meta.json names other features is not trusted
+    (folder / "meta.json").write_text('{"format": "napari-pandg/sam-features/1", "volume": "x", "model": "y"}')
+    s4 = VolumeSegmenter(engine, cache_dir=tmp_path)
+    with pytest.warns(RuntimeWarning, match="another volume or model"):
+        s4.set_volume(volume)
+    assert s4.features_on_disk == []
+
+    # a file where the folder should be: a clear error
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        VolumeSegmenter(engine, cache_dir=f).set_volume(volume)
+
+
+def test_feature_cache_write_failure_keeps_segmenting(engine, volume, tmp_path, monkeypatch) -> None:
+    import napari_pandg.sam.predictor as predictor
+
+    def disk_full(*_a, **_k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(predictor.torch, "save", disk_full)
+    s = VolumeSegmenter(engine, cache_dir=tmp_path / "cache")
+    s.set_volume(volume)
+    with pytest.warns(RuntimeWarning, match="disk cache is off"):
+        m = s.propagate(KEY, box=BOX)
+    assert m.shape == SHAPE and s.features_on_disk == []
+    assert not list((tmp_path / "cache").rglob("*.tmp"))  # no half-written files left
+
+
+def test_cli_cache_dir_second_run_encodes_nothing(engine, volume, tmp_path) -> None:
+    import nibabel as nib
+
+    img = tmp_path / "img.nii.gz"
+    nib.save(nib.Nifti1Image(volume, np.diag([1.5, 1.5, 3.0, 1.0])), img)
+    cache = tmp_path / "emb"
+    box = f"{KEY},{BOX[0]},{BOX[1]},{BOX[2]},{BOX[3]}"
+    run_sam_cli(None, img, tmp_path / "a.nii.gz", box=box, engine=engine, cache_dir=cache)
+    n0 = engine.encoder_calls
+    run_sam_cli(None, img, tmp_path / "b.nii.gz", box=box, points=f"{KEY + 2},48,40,+",
+                engine=engine, cache_dir=cache)
+    assert engine.encoder_calls == n0
+    a = np.asanyarray(nib.load(tmp_path / "a.nii.gz").dataobj)
+    assert a.shape == SHAPE

@@ -45,7 +45,7 @@ def _volume(tmp_path: Path) -> Volume:
 
 
 @pytest.fixture
-def widget(make_napari_viewer, engine, tmp_path: Path):
+def widget(make_napari_viewer, engine, tmp_path: Path, qtbot):
     from napari_pandg._qt.sam_widget import SamWidget
     from napari_pandg.layerdata import volume_layerdata
 
@@ -54,8 +54,9 @@ def widget(make_napari_viewer, engine, tmp_path: Path):
     image = viewer.add_image(data, **kwargs)
     w = SamWidget(viewer)
     viewer.window.add_dock_widget(w, area="right")
-    w.set_engine(engine)
-    w.set_image_layer(image)
+    assert w.set_engine(engine) is None  # no image yet
+    wait_worker(qtbot, w.set_image_layer(image))  # normalisation runs in a worker
+    assert w._prepared is image and w.segmenter.shape == (48, 40, 10)
     return w
 
 
@@ -217,10 +218,12 @@ def test_model_checkpoint_remembered(widget, qtbot, tmp_path: Path, engine) -> N
     from napari.settings import get_plugin_settings
 
     settings = get_plugin_settings("napari-pandg").sam
-    saved = (settings.checkpoint, settings.image_size, settings.device)
+    saved = (settings.checkpoint, settings.image_size, settings.device, settings.cache_dir)
     try:
         wait_worker(qtbot, widget.load_model(), timeout=120_000)
+        qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)  # then the image is prepared
         assert widget.engine is not engine and widget.engine.image_size == SIZE
+        assert widget._prepared is widget.image_layer and widget.segmenter.engine is widget.engine
         assert "random_sam.pt" in widget.model_label.text()
         assert settings.checkpoint == str(ckpt)
         # a new widget (e.g. the next napari session) starts from the remembered checkpoint
@@ -228,4 +231,42 @@ def test_model_checkpoint_remembered(widget, qtbot, tmp_path: Path, engine) -> N
 
         assert SamWidget(widget.viewer).ckpt_edit.text() == str(ckpt)
     finally:  # do not leave the test's file in the user's napari settings
-        settings.checkpoint, settings.image_size, settings.device = saved
+        settings.checkpoint, settings.image_size, settings.device, settings.cache_dir = saved
+
+
+def test_embeddings_on_disk_and_chained_preparation(widget, qtbot, tmp_path: Path, engine) -> None:
+    """Compute embeddings into a folder; preparing the image again finds them; nothing re-encodes."""
+    from napari.settings import get_plugin_settings
+
+    settings = get_plugin_settings("napari-pandg").sam
+    saved = settings.cache_dir
+    try:
+        cache = tmp_path / "embeddings"
+        widget.cache_edit.setText(str(cache))
+        widget.cache_edit.editingFinished.emit()
+        assert settings.cache_dir == str(cache)
+        # the folder applies from the next preparation of the image
+        wait_worker(qtbot, widget.set_image_layer(widget.image_layer))
+        assert widget.segmenter.cache_dir == cache
+        seen = []
+        widget._signals.encoded.connect(lambda d, t: seen.append((d, t)))
+        calls = engine.encoder_calls
+        wait_worker(qtbot, widget.compute_embeddings())
+        assert engine.encoder_calls - calls == 10
+        assert seen[-1] == (10, 10) and widget.progress.value() == widget.progress.maximum()
+        assert "10 of 10 slices encoded (10 new, 10 on disk)" in widget.status.text()
+
+        # a new session: the same image and model read every slice from disk
+        widget.set_engine(engine)
+        qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+        assert "Embeddings of 10 slices found on disk" in widget.status.text()
+        # pressing Shift-S before the image is prepared prepares it, then propagates
+        widget._prepared = None
+        _goto(widget, 5)
+        _box(widget, 5, 13, 14, 27, 34)
+        assert widget.segment_volume() is None
+        qtbot.waitUntil(lambda: widget.segmenter.mask is not None and widget._worker is None, timeout=60_000)
+        assert engine.encoder_calls - calls == 10  # propagation encoded nothing new
+        assert sorted(widget.segmenter.last_visited) == list(range(10))  # the whole volume propagated
+    finally:
+        settings.cache_dir = saved

@@ -59,6 +59,7 @@ class _Signals(QObject):
     """Carries per-slice results from the worker thread to the GUI thread."""
 
     slice_done = Signal(int, object, int, int)  # z, mask (A, R), done, total
+    encoded = Signal(int, int)  # done, total
 
 
 def _plugin_settings() -> Any | None:
@@ -83,6 +84,8 @@ class SamWidget(QWidget):
         self._cancel = threading.Event()
         self._signals = _Signals()
         self._signals.slice_done.connect(self._on_slice)
+        self._signals.encoded.connect(self._on_encoded)
+        self._prepared: Any = None  # the image layer whose volume the segmenter holds
         self._build_ui()
         self._load_settings()
         self._refresh_layer_choices()
@@ -126,12 +129,27 @@ class SamWidget(QWidget):
         self.mask_id_spin = QSpinBox()
         self.mask_id_spin.setRange(1, 65535)
         self.mask_id_spin.setValue(PANCREAS)
+        self.cache_edit = QLineEdit()
+        self.cache_edit.setPlaceholderText("optional: keep slice features on disk")
+        self.cache_edit.setToolTip(
+            "Folder for the image embeddings (slice features, ~4.2 MB per slice at 512 px). "
+            "Reopening the same image with the same model later encodes nothing again."
+        )
+        self.cache_btn = QPushButton("…")
+        self.embed_btn = QPushButton("Compute embeddings")
+        self.embed_btn.setToolTip("Encode every slice now (in the background), so that propagation "
+                                  "and corrections only run the light part of the model")
         self.from_mask_btn = QPushButton("Start from labels")
         self.from_mask_btn.setToolTip("Correct an existing mask (DG model output or label file)")
         data_box = QGroupBox("Image")
         dform = QFormLayout(data_box)
         dform.addRow("Image layer", self.image_combo)
         dform.addRow(self.init_btn)
+        crow = QHBoxLayout()
+        crow.addWidget(self.cache_edit)
+        crow.addWidget(self.cache_btn)
+        dform.addRow("Embeddings folder", crow)
+        dform.addRow(self.embed_btn)
         mrow = QHBoxLayout()
         mrow.addWidget(self.mask_combo)
         mrow.addWidget(self.mask_id_spin)
@@ -185,7 +203,10 @@ class SamWidget(QWidget):
 
         self.ckpt_btn.clicked.connect(self._choose_checkpoint)
         self.load_btn.clicked.connect(lambda: self.load_model())
-        self.init_btn.clicked.connect(lambda: self.set_image_layer(self._selected_image()))
+        self.init_btn.clicked.connect(self._use_selected_image)
+        self.cache_btn.clicked.connect(self._choose_cache_dir)
+        self.cache_edit.editingFinished.connect(self._save_settings)
+        self.embed_btn.clicked.connect(lambda: self.compute_embeddings())
         self.from_mask_btn.clicked.connect(lambda: self.start_from_labels())
         self.label_combo.currentTextChanged.connect(self._set_point_label)
         self.slice_btn.clicked.connect(lambda: self.segment_slice())
@@ -215,6 +236,7 @@ class SamWidget(QWidget):
         self.config_combo.setCurrentText(str(getattr(s, "config", "sam2.1_hiera_t")))
         self.size_spin.setValue(int(getattr(s, "image_size", 512)))
         self.device_combo.setCurrentText(str(getattr(s, "device", "auto")))
+        self.cache_edit.setText(str(getattr(s, "cache_dir", "") or ""))
 
     def _save_settings(self) -> None:
         s = _plugin_settings()
@@ -225,6 +247,7 @@ class SamWidget(QWidget):
             s.config = self.config_combo.currentText()
             s.image_size = self.size_spin.value()
             s.device = self.device_combo.currentText()
+            s.cache_dir = self.cache_edit.text().strip()
         except Exception:  # a read-only or invalid settings store must not break segmentation
             pass
 
@@ -232,6 +255,16 @@ class SamWidget(QWidget):
         path, _ = QFileDialog.getOpenFileName(self, "MedSAM2 / SAM2 checkpoint", "", "PyTorch (*.pt *.pth)")
         if path:
             self.ckpt_edit.setText(path)
+
+    def _choose_cache_dir(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Folder for image embeddings")
+        if path:
+            self.cache_edit.setText(path)
+            self._save_settings()
+
+    def _cache_dir(self) -> Path | None:
+        text = self.cache_edit.text().strip()
+        return Path(text).expanduser() if text else None
 
     # ------------------------------------------------------------------ model
     def load_model(self) -> Any:
@@ -248,22 +281,30 @@ class SamWidget(QWidget):
         worker = create_worker(
             load_sam_model, Path(path), config=config, image_size=size, device=device, _ignore_errors=True
         )
-        worker.returned.connect(self.set_engine)
+        loaded: dict[str, Any] = {}
+        worker.returned.connect(lambda engine: loaded.update(engine=engine))
         worker.returned.connect(lambda _=None: self._save_settings())
         self.status.setText(f"Loading {Path(path).name} ({config} at {size}) …")
         self._start(worker, busy=True)
+        # after _idle (connected first): the engine then prepares the image in its own worker
+        worker.finished.connect(lambda: self.set_engine(loaded["engine"]) if "engine" in loaded else None)
         return worker
 
-    def set_engine(self, engine: Any) -> None:
-        """Use an already built engine (also how tests inject a random-weight model)."""
+    def set_engine(self, engine: Any) -> Any:
+        """Use an already built engine (also how tests inject a random-weight model).
+
+        Returns the worker that prepares the current image for it, if there is one.
+        """
         from napari_pandg.sam import VolumeSegmenter
 
         self.engine = engine
         self.segmenter = VolumeSegmenter(engine)
+        self._prepared = None
         source = Path(engine.checkpoint).name if engine.checkpoint else "random weights"
         self.model_label.setText(f"{engine.config} at {engine.image_size} px on {engine.device} ({source})")
         if self.image_layer is not None:
-            self.set_image_layer(self.image_layer)
+            return self.set_image_layer(self.image_layer)
+        return None
 
     # ------------------------------------------------------------------ layers
     def _refresh_layer_choices(self, *_: Any) -> None:
@@ -276,15 +317,50 @@ class SamWidget(QWidget):
             raise ValueError("no 3D image layer: open a volume first")
         return self.viewer.layers[name]
 
-    def set_image_layer(self, layer: Any) -> None:
-        """Prompt on ``layer``: hand its array to the engine and create the prompt layers."""
+    def _use_selected_image(self) -> None:
+        try:
+            self.set_image_layer(self._selected_image())
+        except ValueError as exc:
+            self.status.setText(str(exc))
+
+    def set_image_layer(self, layer: Any) -> Any:
+        """Prompt on ``layer``: create the prompt layers and hand its array to the engine.
+
+        The normalisation (percentiles of the whole volume, ~0.5 s for 256x256x64) and the
+        look-up of embeddings on disk run in a worker; returns it (None without a model).
+        """
+        from napari.qt.threading import create_worker
+
         if layer.ndim != 3:
             raise ValueError(f"layer {layer.name!r} is {layer.ndim}D; SAM prompting needs a 3D image")
+        if self._busy():
+            return None
         self.image_layer = layer
+        self._prepared = None
         self._ensure_layers()
-        if self.segmenter is not None:
-            self.segmenter.set_volume(to_sam(np.asarray(layer.data)))
-        self.status.setText(f"Prompting on {layer.name}: draw a box (prompts) or click points (point_prompts).")
+        if self.segmenter is None:
+            self.status.setText(f"{layer.name} chosen: load a model to prompt on it.")
+            return None
+        seg = self.segmenter
+        seg.cache_dir = self._cache_dir()
+        data = np.asarray(layer.data)
+
+        def _prepare() -> int:
+            seg.set_volume(to_sam(data))
+            return len(seg.features_on_disk)
+
+        def _ready(n_on_disk: int) -> None:
+            self._prepared = layer
+            cached = f" Embeddings of {n_on_disk} slices found on disk." if n_on_disk else ""
+            self.status.setText(
+                f"Prompting on {layer.name}: draw a box (prompts) or click points (point_prompts).{cached}"
+            )
+
+        worker = create_worker(_prepare, _ignore_errors=True)
+        worker.returned.connect(_ready)
+        self.status.setText(f"Preparing {layer.name} …")
+        self._start(worker, busy=True)
+        return worker
 
     def _transform(self) -> dict[str, Any]:
         ly = self.image_layer
@@ -382,17 +458,28 @@ class SamWidget(QWidget):
             boxes = boxes_by_slice([self._to_image_data(shp_layer, r) for r in rects])
         return boxes.get(z), points
 
-    def _need_ready(self) -> bool:
+    def _need_ready(self, then: Any = None) -> bool:
+        """True when a model and a prepared image are there and no job runs.
+
+        If the image still has to be prepared, that starts in a worker and ``then`` (the action
+        the user asked for) runs once it is done.
+        """
         if self.segmenter is None:
             self.status.setText("Load a model first.")
             return False
-        if self.image_layer is None:
+        if self._busy():
+            return False
+        if self.image_layer is None or self._prepared is not self.image_layer:
             try:
-                self.set_image_layer(self._selected_image())
+                layer = self.image_layer if self.image_layer is not None else self._selected_image()
+                worker = self.set_image_layer(layer)
             except ValueError as exc:
                 self.status.setText(str(exc))
                 return False
-        return not self._busy()
+            if worker is not None and then is not None:
+                worker.finished.connect(lambda: then() if self._prepared is layer else None)
+            return False
+        return True
 
     def _busy(self) -> bool:
         """True (and says so) while a model job runs: the engine is used by one thread at a time."""
@@ -406,7 +493,7 @@ class SamWidget(QWidget):
         """2D preview on the displayed slice from its prompts (does not change the object)."""
         from napari.qt.threading import create_worker
 
-        if not self._need_ready():
+        if not self._need_ready(self.segment_slice):
             return None
         z = self.current_slice()
         box, points = self.prompts_on(z)
@@ -437,7 +524,7 @@ class SamWidget(QWidget):
         """
         from napari.qt.threading import create_worker
 
-        if not self._need_ready():
+        if not self._need_ready(self.segment_volume):
             return None
         seg = self.segmenter
         z = self.current_slice()
@@ -464,6 +551,43 @@ class SamWidget(QWidget):
         self.progress.setValue(0)
         self._start(worker)
         return worker
+
+    def compute_embeddings(self) -> Any:
+        """Encode every slice not yet encoded (or on disk), in a worker with progress and cancel."""
+        from napari.qt.threading import create_worker
+
+        if not self._need_ready(self.compute_embeddings):
+            return None
+        seg = self.segmenter
+
+        def _progress(_z: int, done: int, total: int) -> bool:
+            self._signals.encoded.emit(done, total)
+            return not self._cancel.is_set()
+
+        def _encode() -> int:
+            in_memory = set(seg.encoded_slices)
+            todo = [z for z in range(seg.num_slices) if z not in in_memory]
+            calls = seg.encoder_calls
+            self._signals.encoded.emit(0, len(todo))
+            seg.encode(todo, callback=_progress, cancel=self._cancel)
+            return seg.encoder_calls - calls  # slices read from disk are not counted
+
+        def _done(n_new: int) -> None:
+            n = len(seg.encoded_slices)
+            where = f", {len(seg.features_on_disk)} on disk" if seg.cache_dir is not None else ""
+            stop = "Cancelled: " if self._cancel.is_set() else ""
+            self.status.setText(f"{stop}{n} of {seg.num_slices} slices encoded ({n_new} new{where}).")
+
+        self._cancel.clear()
+        worker = create_worker(_encode, _ignore_errors=True)
+        worker.returned.connect(_done)
+        self.status.setText("Computing embeddings …")
+        self._start(worker)
+        return worker
+
+    def _on_encoded(self, done: int, total: int) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done if total else 1)
 
     def _stream(self, z: int, mask_xy: np.ndarray, done: int, total: int) -> bool:
         """Called in the worker thread after each slice: hand the slice to the GUI thread."""
@@ -540,7 +664,7 @@ class SamWidget(QWidget):
 
     def start_from_labels(self, layer: Any | None = None, label_id: int | None = None) -> None:
         """Make an existing labels layer's ``label_id`` the current object, to correct it."""
-        if not self._need_ready():
+        if not self._need_ready(lambda: self.start_from_labels(layer, label_id)):
             return
         layer = layer if layer is not None else self.viewer.layers[self.mask_combo.currentText()]
         label_id = int(label_id if label_id is not None else self.mask_id_spin.value())
@@ -571,7 +695,7 @@ class SamWidget(QWidget):
         if busy:
             self.progress.setRange(0, 0)
         worker.errored.connect(self._on_error)
-        worker.finished.connect(self._idle)
+        worker.finished.connect(lambda w=worker: self._idle(w))
         self.cancel_btn.setEnabled(True)
         worker.start()
 
@@ -580,7 +704,9 @@ class SamWidget(QWidget):
         if self._worker is not None:
             self._worker.quit()
 
-    def _idle(self) -> None:
+    def _idle(self, worker: Any = None) -> None:
+        if worker is not None and worker is not self._worker:
+            return  # an earlier job (e.g. model loading) that chained the current one
         self._worker = None
         self.cancel_btn.setEnabled(False)
         if self.progress.maximum() == 0:

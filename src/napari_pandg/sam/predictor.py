@@ -10,7 +10,9 @@ Changes to ``SAM2VideoPredictor`` (sam2.md sections 2 and 5.4):
   No JPEG folder, no warm-up encoding unless asked.
 * Slice features: with a :class:`FeatureCache` in the state, every encoded slice's backbone output
   is kept, and shared across states. Re-propagation after a correction never re-encodes a slice.
-  The position encodings (identical for every slice) are stored once.
+  The position encodings (identical for every slice) are stored once. With a
+  :class:`FeatureStore` the features also go to disk, so another session on the same volume and
+  model encodes nothing.
 * small-hole filling of the low-res logits with scipy (``hole_fill_area``, MedSAM2 uses 8)
   instead of the CUDA-only ``sam2._C`` kernel (2.5).
 * ``maskmem_features`` are cast back from bfloat16 when autocast is off (CPU fp32 crash, 2.4).
@@ -23,8 +25,14 @@ Changes to ``SAM2VideoPredictor`` (sam2.md sections 2 and 5.4):
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import tempfile
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,15 +58,143 @@ class LazySlices:
         return torch.from_numpy(slice_to_model_input(self.slices[idx], self.image_size))
 
 
+class FeatureStore:
+    """Slice features of one volume for one model, kept on disk (micro-sam's cached embeddings).
+
+    One folder per (volume, model): ``meta.json`` (what the features belong to), ``pos.pt`` (the
+    position encodings, the same for every slice) and ``z0000.pt`` ... (each slice's three
+    backbone levels, fp32 as computed, so cached and fresh results are identical). Files are
+    written atomically as slices get encoded, so an interrupted run keeps what it did; the folder
+    name is derived from hashes of the normalised volume and of the model weights, so a changed
+    image, model, image size or precision never reads stale features. ~4.2 MB per slice at 512 px.
+
+    A file that cannot be read (truncated, other format) is reported with a warning and treated as
+    missing: the slice is encoded again and the file replaced. Write errors (disk full, read-only
+    folder) turn the store off with a warning; segmentation goes on from memory.
+    """
+
+    FORMAT = "napari-pandg/sam-features/1"
+
+    def __init__(self, root: str | Path, volume_key: str, model_key: str, meta: dict | None = None):
+        self.root = Path(root).expanduser()
+        self.volume_key = str(volume_key)
+        self.model_key = str(model_key)
+        self.path = self.root / f"{self.volume_key[:16]}-{self.model_key[:16]}"
+        self.meta = {"format": self.FORMAT, "volume": self.volume_key, "model": self.model_key, **(meta or {})}
+        self.enabled = True
+        self.reads = 0
+        self.writes = 0
+        if self.root.exists() and not self.root.is_dir():
+            raise NotADirectoryError(f"feature cache folder {self.root} is a file; choose a folder")
+        if self.path.exists():
+            self._check_meta()
+
+    # -- helpers
+    def _slice_file(self, idx: int) -> Path:
+        return self.path / f"z{int(idx):04d}.pt"
+
+    def _check_meta(self) -> None:
+        mfile = self.path / "meta.json"
+        try:
+            found = json.loads(mfile.read_text())
+        except (OSError, ValueError):
+            found = None
+        keys = ("format", "volume", "model")
+        if found is None or any(found.get(k) != self.meta.get(k) for k in keys):
+            warnings.warn(
+                f"{self.path} holds features of another volume or model (or an unreadable meta.json); "
+                "they are ignored and replaced as slices get encoded",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            for f in [*self.path.glob("z*.pt"), self.path / "pos.pt", self.path / "meta.json"]:
+                with contextlib.suppress(OSError):  # e.g. a folder where a file should be
+                    f.unlink(missing_ok=True)
+
+    def _atomic_save(self, obj, target: Path) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        try:
+            torch.save(obj, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _load(self, f: Path, device):
+        try:
+            return torch.load(f, map_location=device, weights_only=True)
+        except Exception as exc:  # truncated / foreign file: encode again
+            warnings.warn(f"cannot read cached features {f} ({exc}); encoding the slice again",
+                          RuntimeWarning, stacklevel=3)
+            return None
+
+    # -- API
+    def slices(self) -> list[int]:
+        """Slices whose features are on disk."""
+        if not self.path.is_dir():
+            return []
+        out = []
+        for f in self.path.glob("z*.pt"):
+            try:
+                out.append(int(f.stem[1:]))
+            except ValueError:
+                continue
+        return sorted(out)
+
+    def read(self, idx: int, device) -> dict | None:
+        """``{"backbone_fpn": [...], "vision_pos_enc": [...]}`` of a stored slice, or None."""
+        if not self.enabled:
+            return None
+        f = self._slice_file(idx)
+        if not f.is_file() or not (self.path / "pos.pt").is_file():
+            return None
+        fpn = self._load(f, device)
+        pos = self._load(self.path / "pos.pt", device)
+        if not (isinstance(fpn, list) and isinstance(pos, list) and len(fpn) == len(pos)
+                and all(isinstance(t, torch.Tensor) for t in fpn + pos)):
+            return None
+        self.reads += 1
+        return {"backbone_fpn": fpn, "vision_pos_enc": pos}
+
+    def write(self, idx: int, backbone_out: dict) -> None:
+        if not self.enabled:
+            return
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            mfile = self.path / "meta.json"
+            if not mfile.is_file():
+                tmp = mfile.with_name(".meta.json.tmp")
+                tmp.write_text(json.dumps(self.meta, indent=1))
+                os.replace(tmp, mfile)
+            if not (self.path / "pos.pt").is_file():
+                self._atomic_save([t.detach().cpu() for t in backbone_out["vision_pos_enc"]], self.path / "pos.pt")
+            self._atomic_save([t.detach().cpu() for t in backbone_out["backbone_fpn"]], self._slice_file(idx))
+            self.writes += 1
+        except OSError as exc:
+            self.enabled = False
+            warnings.warn(f"cannot write slice features to {self.path} ({exc}); the disk cache is off "
+                          "for this volume (segmentation goes on)", RuntimeWarning, stacklevel=3)
+
+    @property
+    def nbytes(self) -> int:
+        if not self.path.is_dir():
+            return 0
+        return int(sum(f.stat().st_size for f in self.path.glob("*.pt")))
+
+
 class FeatureCache:
     """Backbone features of every encoded slice (shared by all inference states of a volume).
 
     At 512 px one slice costs ~4.2 MB (fp32): backbone_fpn 32x128^2 + 64x64^2 + 256x32^2. The
-    vision position encodings do not depend on the slice and are kept once.
+    vision position encodings do not depend on the slice and are kept once. With a
+    :class:`FeatureStore`, slices are also written to disk when encoded and read from there
+    when they are not in memory (another session, or evicted by ``max_slices``).
     """
 
-    def __init__(self, max_slices: int | None = None):
+    def __init__(self, max_slices: int | None = None, store: FeatureStore | None = None):
         self.max_slices = max_slices
+        self.store = store
         self._fpn: OrderedDict[int, list[torch.Tensor]] = OrderedDict()
         self._pos: list[torch.Tensor] | None = None
         self.hits = 0
@@ -74,22 +210,34 @@ class FeatureCache:
         self._fpn.clear()
         self._pos = None
 
-    def get(self, idx: int):
+    def get(self, idx: int, device=None):
         fpn = self._fpn.get(idx)
         if fpn is None:
-            return None
+            if self.store is None:
+                return None
+            out = self.store.read(idx, device if device is not None else "cpu")
+            if out is None:
+                return None
+            self._remember(idx, out)
+            fpn = self._fpn[idx]
         self._fpn.move_to_end(idx)
         self.hits += 1
         return {"backbone_fpn": list(fpn), "vision_pos_enc": list(self._pos)}
 
-    def put(self, idx: int, backbone_out: dict) -> None:
-        self.misses += 1
+    def _remember(self, idx: int, backbone_out: dict) -> None:
         self._fpn[idx] = list(backbone_out["backbone_fpn"])
         if self._pos is None:
             self._pos = list(backbone_out["vision_pos_enc"])
         if self.max_slices is not None:
             while len(self._fpn) > self.max_slices:
                 self._fpn.popitem(last=False)
+
+    def put(self, idx: int, backbone_out: dict) -> None:
+        """A freshly encoded slice (counted as a miss; written to the store if there is one)."""
+        self.misses += 1
+        self._remember(idx, backbone_out)
+        if self.store is not None:
+            self.store.write(idx, backbone_out)
 
     @property
     def nbytes(self) -> int:
@@ -215,7 +363,7 @@ class VolumePredictor(SAM2VideoPredictor):
         cache: FeatureCache | None = inference_state.get("feature_cache")
         if cache is None:
             return super()._get_image_feature(inference_state, frame_idx, batch_size)
-        backbone_out = cache.get(frame_idx)
+        backbone_out = cache.get(frame_idx, inference_state["device"])
         if backbone_out is None:
             device = inference_state["device"]
             image = inference_state["images"][frame_idx].to(device).float().unsqueeze(0)

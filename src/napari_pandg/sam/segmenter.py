@@ -24,6 +24,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -108,8 +109,11 @@ class VolumeSegmenter:
         keep_largest: bool = True,
         max_cached_slices: int | None = None,
         max_undo: int = 20,
+        cache_dir: str | Path | None = None,
     ):
         self.engine = engine
+        #: folder for slice features on disk (None: memory only); see :class:`FeatureStore`
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
         self.modality = modality
         self.window = window
         self.keep_largest = keep_largest
@@ -140,7 +144,9 @@ class VolumeSegmenter:
         """Normalise a (X, Y, Z) volume (MedSAM2 MRI/CT recipe); slices are encoded lazily.
 
         Accepts a numpy array or a :class:`napari_pandg.volume.Volume`. Clears the feature cache,
-        the current object, the committed labels and the undo history.
+        the current object, the committed labels and the undo history. With ``cache_dir``, the
+        slices already encoded for this volume and model in an earlier session are read from
+        disk instead of being encoded again.
         """
         from napari_pandg.sam.predictor import FeatureCache, LazySlices
 
@@ -157,13 +163,38 @@ class VolumeSegmenter:
         u8 = normalize_volume(arr, self.modality, self.window)
         self._vol = np.ascontiguousarray(u8.transpose(2, 1, 0))  # (Z, Y, X)
         self._frames = LazySlices(self._vol, self.engine.image_size)
-        self._cache = FeatureCache(self.max_cached_slices)
+        self._cache = FeatureCache(self.max_cached_slices, store=self._make_store())
         self._mask = None
         self._committed = np.zeros(self._vol.shape, dtype=np.uint8)
         self._anchors = {}
         self._prompts = {}
         self._z_range = None
         self._undo = []
+
+    def _make_store(self):
+        """The on-disk feature store of the current volume and model, or None."""
+        if self.cache_dir is None:
+            return None
+        import hashlib
+
+        from napari_pandg.sam.predictor import FeatureStore
+
+        h = hashlib.blake2b(digest_size=16)
+        h.update(repr(self._vol.shape).encode())
+        h.update(self._vol.tobytes())
+        meta = {
+            "config": self.engine.config,
+            "image_size": int(self.engine.image_size),
+            "shape_zyx": [int(n) for n in self._vol.shape],
+            "checkpoint": str(self.engine.checkpoint) if self.engine.checkpoint else None,
+        }
+        return FeatureStore(self.cache_dir, h.hexdigest(), self.engine.fingerprint(), meta)
+
+    @property
+    def features_on_disk(self) -> list[int]:
+        """Slices whose features are in the on-disk cache (empty without ``cache_dir``)."""
+        store = self._cache.store if self._cache is not None else None
+        return store.slices() if store is not None else []
 
     @property
     def shape(self) -> tuple[int, int, int]:
