@@ -9,7 +9,10 @@ Measures, for sam2.1 hiera-tiny at ``--image-size`` (MedSAM2: 512):
   numbers compare;
 * the default correction (bounded by the neighbouring anchors, stopped where the mask no longer
   changes) and the bounded-only correction: total seconds and slices visited;
-* encoder-only seconds per slice; feature-cache size; peak RSS of the process.
+* encoder-only seconds per slice; feature-cache size; peak RSS of the process;
+* the on-disk embeddings (``cache_dir``): a fresh propagation that also writes every slice's
+  features, then a new session on the same volume that reads them (no encoder), its seconds
+  per slice, and the folder size (skip with ``--no-disk``).
 
 Example::
 
@@ -64,6 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", default=None, help="also write the results to this file")
+    ap.add_argument("--no-disk", action="store_true", help="skip the on-disk embeddings measurement")
     args = ap.parse_args(argv)
 
     import torch
@@ -155,6 +159,37 @@ def main(argv: list[str] | None = None) -> dict:
             ts.append(time.perf_counter() - t)
     res["encoder_s_per_slice"] = round(float(np.median(ts)), 4)
     res["feature_cache_mb"] = round(seg.cache_nbytes / 2**20, 1)
+
+    if not args.no_disk:
+        import shutil
+        import tempfile
+
+        tmp = tempfile.mkdtemp(prefix="bench_sam_emb_")
+        try:
+            t = time.perf_counter()
+            engine.fingerprint()
+            res["weights_fingerprint_s"] = round(time.perf_counter() - t, 3)
+            s1 = VolumeSegmenter(engine, cache_dir=tmp)
+            s1.set_volume(vol)
+            t = time.perf_counter()
+            s1.propagate(key, box=box)
+            res["fresh_propagation_writing_disk_s_per_slice"] = round((time.perf_counter() - t) / nz, 4)
+            del s1
+            s2 = VolumeSegmenter(engine, cache_dir=tmp)  # a later session: same volume and model
+            t = time.perf_counter()
+            s2.set_volume(vol)
+            res["set_volume_with_disk_lookup_s"] = round(time.perf_counter() - t, 3)
+            n_enc = engine.encoder_calls
+            t = time.perf_counter()
+            s2.propagate(key, box=box)
+            res["propagation_from_disk_s_per_slice"] = round((time.perf_counter() - t) / nz, 4)
+            res["propagation_from_disk_encoder_calls"] = engine.encoder_calls - n_enc
+            res["speedup_from_disk"] = round(
+                res["fresh_propagation_s_per_slice"] / res["propagation_from_disk_s_per_slice"], 2)
+            res["disk_cache_mb"] = round(s2._cache.store.nbytes / 2**20, 1)
+            del s2
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     res["rss_before_build_mb"] = round(rss0, 1)
     res["peak_rss_mb"] = round(_rss_mb(), 1)
     print(json.dumps(res, indent=2))

@@ -273,6 +273,8 @@ class SamWidget(QWidget):
 
         from napari_pandg.sam import load_sam_model
 
+        if self._busy():
+            return None
         path = self.ckpt_edit.text().strip()
         if not path:
             self.status.setText("Choose a checkpoint file first (e.g. MedSAM2_latest.pt).")
