@@ -642,3 +642,43 @@ def test_cli_cache_dir_second_run_encodes_nothing(engine, volume, tmp_path) -> N
     assert engine.encoder_calls == n0
     a = np.asanyarray(nib.load(tmp_path / "a.nii.gz").dataobj)
     assert a.shape == SHAPE
+
+
+def test_medsam2_architecture_as_in_its_512_config() -> None:
+    """The model built for MedSAM2 has the architecture MedSAM2's hiera-tiny 512 config declares.
+
+    Values transcribed from bowang-lab/MedSAM2 ``sam2/configs/sam2.1_hiera_tiny512_*.yaml`` (and
+    sam2.md section 1): every setting that shapes the state dict or the 512-px geometry. The RoPE
+    ``feat_sizes`` (32x32 there, 64x64 in the stock yaml) are not parameters: sam2 recomputes them
+    from the token count, checked here by running memory attention at 512.
+    """
+    from napari_pandg.sam.model import build_config, resolve_config
+
+    assert resolve_config("medsam2") == "sam2.1_hiera_t"
+    m = build_config("medsam2", 512).model
+    trunk = m.image_encoder.trunk
+    assert (trunk.embed_dim, trunk.num_heads) == (96, 1)
+    assert list(trunk.stages) == [1, 2, 7, 2] and list(trunk.global_att_blocks) == [5, 7, 9]
+    assert list(trunk.window_pos_embed_bkg_spatial_size) == [7, 7]
+    neck = m.image_encoder.neck
+    assert neck.d_model == 256 and list(neck.backbone_channel_list) == [768, 384, 192, 96]
+    assert list(neck.fpn_top_down_levels) == [2, 3] and m.image_encoder.scalp == 1
+    ma = m.memory_attention
+    assert (ma.d_model, ma.num_layers, ma.layer.dim_feedforward, ma.layer.activation) == (256, 4, 2048, "relu")
+    assert ma.layer.cross_attention.kv_in_dim == 64 and ma.layer.cross_attention.rope_k_repeat
+    assert m.memory_encoder.out_dim == 64 and m.memory_encoder.fuser.num_layers == 2
+    assert m.num_maskmem == 7 and m.image_size == 512
+    for flag in ("use_high_res_features_in_sam", "use_obj_ptrs_in_encoder", "pred_obj_scores",
+                 "pred_obj_scores_mlp", "fixed_no_obj_ptr", "use_mlp_for_obj_ptr_proj",
+                 "proj_tpos_enc_in_obj_ptrs", "no_obj_embed_spatial", "directly_add_no_mem_embed"):
+        assert m[flag] is True, flag
+    assert m.add_all_frames_to_correct_as_cond is True  # as MedSAM2 trains with it
+
+    # a 512-px model runs memory attention on 32x32 tokens although the yaml says 64x64
+    engine = load_sam_model(None, config="medsam2", image_size=512, device="cpu", random_init=True)
+    ca = engine.model.memory_attention.layers[0].cross_attn_image
+    x = torch.zeros(1, 32 * 32, 256)
+    mem = torch.zeros(1, 2 * 32 * 32, 64)
+    with torch.inference_mode():
+        out = ca(q=x, k=mem, v=mem, num_k_exclude_rope=0)
+    assert out.shape == (1, 1024, 256) and ca.freqs_cis.shape[0] == 1024

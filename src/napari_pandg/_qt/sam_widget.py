@@ -12,6 +12,7 @@ clear. Model work runs in thread workers; propagation streams slice by slice int
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -642,10 +643,8 @@ class SamWidget(QWidget):
         if self.segmenter is not None:
             from napari_pandg.sam import SamStateError
 
-            try:
+            with contextlib.suppress(SamStateError):  # no volume yet: nothing to clear in the engine
                 self.segmenter.clear()
-            except SamStateError:  # no volume yet: nothing to clear in the engine
-                pass
         if "current_object" in self.viewer.layers:
             self.current_layer.data = np.zeros_like(self.current_layer.data)
         self._clear_prompts()
