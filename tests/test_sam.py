@@ -682,3 +682,22 @@ def test_medsam2_architecture_as_in_its_512_config() -> None:
     with torch.inference_mode():
         out = ca(q=x, k=mem, v=mem, num_k_exclude_rope=0)
     assert out.shape == (1, 1024, 256) and ca.freqs_cis.shape[0] == 1024
+
+
+def test_set_cache_dir_keeps_the_work_and_writes_encoded_slices(engine, volume, tmp_path) -> None:
+    s = VolumeSegmenter(engine)
+    s.set_volume(volume)
+    m = s.propagate(KEY, box=BOX)
+    assert s.features_on_disk == []
+    assert s.set_cache_dir(tmp_path / "emb") == SHAPE[2]  # every encoded slice written
+    np.testing.assert_array_equal(s.mask, m)
+    assert s.anchors == [KEY] and s.can_undo
+    assert s.features_on_disk == list(range(SHAPE[2]))
+    assert s.set_cache_dir(tmp_path / "emb") == 0  # nothing new to write
+    # a later session reads them
+    s2 = VolumeSegmenter(engine, cache_dir=tmp_path / "emb")
+    s2.set_volume(volume)
+    n0 = engine.encoder_calls
+    np.testing.assert_array_equal(s2.propagate(KEY, box=BOX), m)
+    assert engine.encoder_calls == n0
+    assert s.set_cache_dir(None) == 0 and s._cache.store is None

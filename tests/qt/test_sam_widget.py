@@ -242,19 +242,24 @@ def test_embeddings_on_disk_and_chained_preparation(widget, qtbot, tmp_path: Pat
     saved = settings.cache_dir
     try:
         cache = tmp_path / "embeddings"
+        # one slice encoded in memory before a folder is set: setting it keeps the work and
+        # writes that slice
+        widget.segmenter.encode([3])
+        mask_before = widget.segmenter.mask
         widget.cache_edit.setText(str(cache))
         widget.cache_edit.editingFinished.emit()
         assert settings.cache_dir == str(cache)
-        # the folder applies from the next preparation of the image
-        wait_worker(qtbot, widget.set_image_layer(widget.image_layer))
-        assert widget.segmenter.cache_dir == cache
+        qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+        assert widget.segmenter.cache_dir == cache and widget.segmenter.features_on_disk == [3]
+        assert "1 slices written" in widget.status.text() and widget.segmenter.mask is mask_before
         seen = []
         widget._signals.encoded.connect(lambda d, t: seen.append((d, t)))
         calls = engine.encoder_calls
         wait_worker(qtbot, widget.compute_embeddings())
-        assert engine.encoder_calls - calls == 10
-        assert seen[-1] == (10, 10) and widget.progress.value() == widget.progress.maximum()
-        assert "10 of 10 slices encoded (10 new, 10 on disk)" in widget.status.text()
+        assert engine.encoder_calls - calls == 9  # slice 3 was already encoded
+        assert seen[-1] == (9, 9) and widget.progress.value() == widget.progress.maximum()
+        assert "10 of 10 slices encoded (9 new, 10 on disk)" in widget.status.text()
+        calls = engine.encoder_calls
 
         # a new session: the same image and model read every slice from disk
         widget.set_engine(engine)
@@ -266,7 +271,7 @@ def test_embeddings_on_disk_and_chained_preparation(widget, qtbot, tmp_path: Pat
         _box(widget, 5, 13, 14, 27, 34)
         assert widget.segment_volume() is None
         qtbot.waitUntil(lambda: widget.segmenter.mask is not None and widget._worker is None, timeout=60_000)
-        assert engine.encoder_calls - calls == 10  # propagation encoded nothing new
+        assert engine.encoder_calls == calls  # propagation encoded nothing new
         assert sorted(widget.segmenter.last_visited) == list(range(10))  # the whole volume propagated
     finally:
         settings.cache_dir = saved

@@ -206,7 +206,7 @@ class SamWidget(QWidget):
         self.load_btn.clicked.connect(lambda: self.load_model())
         self.init_btn.clicked.connect(self._use_selected_image)
         self.cache_btn.clicked.connect(self._choose_cache_dir)
-        self.cache_edit.editingFinished.connect(self._save_settings)
+        self.cache_edit.editingFinished.connect(self._cache_dir_changed)
         self.embed_btn.clicked.connect(lambda: self.compute_embeddings())
         self.from_mask_btn.clicked.connect(lambda: self.start_from_labels())
         self.label_combo.currentTextChanged.connect(self._set_point_label)
@@ -262,6 +262,24 @@ class SamWidget(QWidget):
         if path:
             self.cache_edit.setText(path)
             self._save_settings()
+
+    def _cache_dir_changed(self) -> Any:
+        """Remember the folder; for a prepared image, attach it now (without losing any work)."""
+        from napari.qt.threading import create_worker
+
+        self._save_settings()
+        seg, new = self.segmenter, self._cache_dir()
+        if seg is None or self._prepared is None or seg.cache_dir == new or self._worker is not None:
+            return None  # used when an image is next prepared
+        worker = create_worker(seg.set_cache_dir, new, _ignore_errors=True)
+
+        def _done(n: int) -> None:
+            where = f"Embeddings now kept in {new}" if new else "Embeddings kept in memory only"
+            self.status.setText(f"{where} ({n} slices written, {len(seg.features_on_disk)} on disk).")
+
+        worker.returned.connect(_done)
+        self._start(worker, busy=True)
+        return worker
 
     def _cache_dir(self) -> Path | None:
         text = self.cache_edit.text().strip()

@@ -79,7 +79,7 @@ def write_mask_nifti(mask: np.ndarray, like, output_path: Path, overwrite: bool 
     output_path = Path(output_path)
     suffix = _nifti_suffix(output_path)
     if output_path.exists() and not overwrite:
-        raise FileExistsError(f"{output_path} exists (use overwrite to replace it)")
+        raise FileExistsError(f"{output_path} exists; pass --overwrite (overwrite=True in Python) to replace it")
     output_path.parent.mkdir(parents=True, exist_ok=True)
     header = like.header.copy() if hasattr(like, "header") else None
     img = nib.Nifti1Image(np.asarray(mask, dtype=np.uint8), like.affine, header=header)
@@ -143,7 +143,7 @@ def run_sam_cli(
     input_path, output_path = Path(input_path), Path(output_path)
     _nifti_suffix(output_path)
     if output_path.exists() and not overwrite:
-        raise FileExistsError(f"{output_path} exists (use overwrite to replace it)")
+        raise FileExistsError(f"{output_path} exists; pass --overwrite (overwrite=True in Python) to replace it")
     if not input_path.is_file():
         raise FileNotFoundError(f"input image not found: {input_path}")
     if not box and not points:

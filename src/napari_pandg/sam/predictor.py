@@ -232,6 +232,22 @@ class FeatureCache:
             while len(self._fpn) > self.max_slices:
                 self._fpn.popitem(last=False)
 
+    def attach_store(self, store: FeatureStore | None) -> int:
+        """Use ``store`` from now on and write the slices held in memory that it lacks.
+
+        Returns how many slices were written (0 for ``None``, which detaches the store).
+        """
+        self.store = store
+        if store is None or self._pos is None:
+            return 0
+        on_disk = set(store.slices())
+        n = 0
+        for idx, fpn in list(self._fpn.items()):
+            if idx not in on_disk and store.enabled:
+                store.write(idx, {"backbone_fpn": fpn, "vision_pos_enc": self._pos})
+                n += 1
+        return n
+
     def put(self, idx: int, backbone_out: dict) -> None:
         """A freshly encoded slice (counted as a miss; written to the store if there is one)."""
         self.misses += 1

@@ -190,6 +190,17 @@ class VolumeSegmenter:
         }
         return FeatureStore(self.cache_dir, h.hexdigest(), self.engine.fingerprint(), meta)
 
+    def set_cache_dir(self, cache_dir: str | Path | None) -> int:
+        """Keep embeddings in ``cache_dir`` from now on (None: memory only), without resetting.
+
+        Unlike :meth:`set_volume` this keeps the current object, anchors and undo history; the
+        slices already encoded in memory are written to the folder. Returns how many were written.
+        """
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
+        if self._cache is None:
+            return 0
+        return self._cache.attach_store(self._make_store())
+
     @property
     def features_on_disk(self) -> list[int]:
         """Slices whose features are in the on-disk cache (empty without ``cache_dir``)."""
