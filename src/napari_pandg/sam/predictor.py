@@ -84,6 +84,7 @@ class FeatureStore:
         self.enabled = True
         self.reads = 0
         self.writes = 0
+        self._pos: tuple[str, list[torch.Tensor]] | None = None  # (device, tensors) once read
         if self.root.exists() and not self.root.is_dir():
             raise NotADirectoryError(f"feature cache folder {self.root} is a file; choose a folder")
         if self.path.exists():
@@ -150,7 +151,12 @@ class FeatureStore:
         if not f.is_file() or not (self.path / "pos.pt").is_file():
             return None
         fpn = self._load(f, device)
-        pos = self._load(self.path / "pos.pt", device)
+        if self._pos is not None and self._pos[0] == str(device):
+            pos = self._pos[1]
+        else:  # ~21 MB at 512 px, the same for every slice: read once
+            pos = self._load(self.path / "pos.pt", device)
+            if isinstance(pos, list):
+                self._pos = (str(device), pos)
         if not (isinstance(fpn, list) and isinstance(pos, list) and len(fpn) == len(pos)
                 and all(isinstance(t, torch.Tensor) for t in fpn + pos)):
             return None
@@ -241,12 +247,11 @@ class FeatureCache:
         if store is None or self._pos is None:
             return 0
         on_disk = set(store.slices())
-        n = 0
+        before = store.writes
         for idx, fpn in list(self._fpn.items()):
             if idx not in on_disk and store.enabled:
                 store.write(idx, {"backbone_fpn": fpn, "vision_pos_enc": self._pos})
-                n += 1
-        return n
+        return store.writes - before
 
     def put(self, idx: int, backbone_out: dict) -> None:
         """A freshly encoded slice (counted as a miss; written to the store if there is one)."""
