@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +20,8 @@ from napari_pandg.models import (  # noqa: E402
     ModelDescription,
     ModelError,
     ModelNotFoundError,
-    SegModel,
     SegmentationCancelled,
+    SegModel,
     build_model,
     list_models,
     load_checkpoint,
