@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -112,16 +111,6 @@ class FeatureStore:
                 with contextlib.suppress(OSError):  # e.g. a folder where a file should be
                     f.unlink(missing_ok=True)
 
-    def _atomic_save(self, obj, target: Path) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        try:
-            torch.save(obj, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
     def _load(self, f: Path, device):
         try:
             return torch.load(f, map_location=device, weights_only=True)
@@ -166,6 +155,8 @@ class FeatureStore:
     def write(self, idx: int, backbone_out: dict) -> None:
         if not self.enabled:
             return
+        from napari_pandg.models.checkpoint import atomic_torch_save
+
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             mfile = self.path / "meta.json"
@@ -174,8 +165,8 @@ class FeatureStore:
                 tmp.write_text(json.dumps(self.meta, indent=1))
                 os.replace(tmp, mfile)
             if not (self.path / "pos.pt").is_file():
-                self._atomic_save([t.detach().cpu() for t in backbone_out["vision_pos_enc"]], self.path / "pos.pt")
-            self._atomic_save([t.detach().cpu() for t in backbone_out["backbone_fpn"]], self._slice_file(idx))
+                atomic_torch_save([t.detach().cpu() for t in backbone_out["vision_pos_enc"]], self.path / "pos.pt")
+            atomic_torch_save([t.detach().cpu() for t in backbone_out["backbone_fpn"]], self._slice_file(idx))
             self.writes += 1
         except OSError as exc:
             self.enabled = False
