@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from contextlib import suppress
 from pathlib import Path
 
 import pytest
 
-# Load torch's compiler stack (and triton's C extension) before any test loads PyQt6: importing
-# triton for the first time after PyQt6 segfaults in this environment (seen when the SAM widget
-# tests run before tests/test_sam.py in one process, where torchvision imports torch._dynamo).
-with suppress(ImportError):
-    import torch._dynamo  # noqa: F401
+# No import-order workaround here: importing napari_pandg installs its own guard that loads
+# triton safely after napari's OpenGL context (napari_pandg._triton_guard), as in a user's
+# session. tests/qt/test_user_session.py checks the widgets in fresh processes.
+import napari_pandg  # noqa: F401
 
 
 @pytest.fixture(scope="session")
