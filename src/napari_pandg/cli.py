@@ -61,6 +61,11 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         help="index of the first subject per center (ids <center><index:03d>); give a test set "
         "e.g. --first-index 101 so that its ids never collide with training ids",
     )
+    p.add_argument(
+        "--variation", type=float, default=0.0,
+        help="anatomy randomisation strength, 0 (default phantom) to 1 (published adult ranges of "
+        "organ size, position, shape, habitus; absent organs, atrophy, fatty pancreas)",
+    )
     p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty folder")
     p.set_defaults(func=_run_synth)
 
@@ -88,6 +93,7 @@ def _run_synth(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=_print_progress,
         first_index=args.first_index,
+        variation=args.variation,
     )
     dt = time.perf_counter() - t0
     print(

@@ -16,9 +16,11 @@ from napari_pandg.phantom.generate import (
     write_dataset,
 )
 from napari_pandg.phantom.montage import montage, montage_centers
+from napari_pandg.phantom.variation import AnatomyVariation, sample_variation
 
 __all__ = [
     "CENTERS",
+    "AnatomyVariation",
     "GENERATOR_VERSION",
     "SEQUENCES",
     "CenterProfile",
@@ -27,6 +29,7 @@ __all__ = [
     "generate_subject",
     "montage",
     "montage_centers",
+    "sample_variation",
     "subject_seed",
     "write_dataset",
 ]

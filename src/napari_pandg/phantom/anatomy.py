@@ -19,6 +19,7 @@ from scipy.spatial import cKDTree
 
 from napari_pandg.phantom import tissues as T
 from napari_pandg.phantom._grid import apply_separable, curve, interp_matrix, smooth_noise
+from napari_pandg.phantom.variation import AnatomyVariation
 
 # label ids (AMOS + phantom extras, see napari_pandg.labels)
 L_SPLEEN, L_RKID, L_LKID, L_GB, L_ESO, L_LIVER, L_STOM, L_AORTA, L_IVC, L_PANC = range(1, 11)
@@ -105,6 +106,7 @@ class _Canvas:
         self.NL = lobule_noise
         self.label = np.zeros(self.shape, np.uint8)
         self.tissue = np.zeros(self.shape, np.uint8)
+        self.gap_scale = 1.0  # AnatomyVariation.gap: more visceral fat between organs
 
     # -- geometry helpers
     def box(self, lo, hi):
@@ -198,6 +200,7 @@ class _Canvas:
         ok = np.zeros(256, bool)
         ok[list(over)] = True
         allowed = mask & ok[lab]
+        gap = gap * self.gap_scale
         if gap > 0 and allowed.any():
             blk = np.ones(256, bool)
             blk[[0, L_SUBQ, L_VISC, label, *over, *exempt]] = False
@@ -222,17 +225,38 @@ def _body_q(X, Y, a, b_ant, b_post, yc):
     return np.sqrt(u2 + v2 + sq * u2 * v2)
 
 
-def build_anatomy(rng: np.random.Generator, spacing: float = 1.5) -> Anatomy:
-    """Sample one subject's anatomy on a fine isotropic grid of ``spacing`` mm."""
+def build_anatomy(
+    rng: np.random.Generator, spacing: float = 1.5, variation: AnatomyVariation | None = None
+) -> Anatomy:
+    """Sample one subject's anatomy on a fine isotropic grid of ``spacing`` mm.
+
+    ``variation`` (:mod:`napari_pandg.phantom.variation`) widens organ sizes, positions,
+    shapes, habitus and adds absent organs, atrophy and fatty infiltration; ``None`` keeps
+    the default phantom exactly (same random stream, bit-identical output).
+    """
     J = lambda s=1.0: float(rng.normal(0.0, s))  # noqa: E731  (jitter helper)
     U = lambda a, b: float(rng.uniform(a, b))  # noqa: E731
+    var = variation
+    vr = np.random.default_rng(var.seed) if var is not None else None  # the variation's own draws
+    VS = (lambda o: var.s(o)) if var is not None else (lambda o: 1.0)  # noqa: E731
+    VD = (lambda o: var.d(o)) if var is not None else (lambda o: np.zeros(3))  # noqa: E731
+
+    def VR(o: str, ax: float = 0.0, ay: float = 0.0, az: float = 0.0) -> np.ndarray:
+        """The organ's rotation with the variation's extra angles (degrees)."""
+        ex = var.r(o) if var is not None else (0.0, 0.0, 0.0)
+        return _rot(ax + ex[0], ay + ex[1], az + ex[2])
 
     # ---------------------------------------------------------------- body habitus
     bmi = U(0, 1)
+    if var is not None:
+        bmi = var.bmi
     a_body = 158 + 32 * bmi + J(5)
     b_body = 108 + 26 * bmi + J(4)
     t_sc = 6 + 28 * bmi + J(3)
-    t_sc = float(np.clip(t_sc, 5, 40))
+    t_sc = float(np.clip(t_sc, 5, 40)) if var is None else float(np.clip(t_sc, 3, 65))
+    if var is not None:
+        a_body *= var.body_scale[0]
+        b_body *= var.body_scale[1]
     y_ps = -(74 + 0.7 * t_sc)
     b_post = 0.92 * b_body
     yc = y_ps + b_post
@@ -252,10 +276,20 @@ def build_anatomy(rng: np.random.Generator, spacing: float = 1.5) -> Anatomy:
 
     # smooth random deformation (SynthSeg-style), sigma ~3-4 mm, correlation ~45 mm
     amp = U(2.5, 4.0)
-    disp = [amp * smooth_noise(rng, axes, 45.0) for _ in range(3)]
+    corr = 45.0
+    if var is not None:
+        amp, corr = var.warp_amp, var.warp_corr
+    disp = [amp * smooth_noise(rng, axes, corr) for _ in range(3)]
+    if var is not None and var.warp_fine_amp > 0:
+        for d in range(3):
+            disp[d] += var.warp_fine_amp * smooth_noise(vr, axes, 18.0)
     shape_noise = smooth_noise(rng, axes, 14.0)
     lob_noise = smooth_noise(rng, axes, 5.0)
+    if var is not None:
+        shape_noise *= np.float32(var.shape_noise)
     cv = _Canvas(axes, disp, shape_noise, lob_noise)
+    if var is not None:
+        cv.gap_scale = float(var.gap)
     del disp
     X, Y, Z = cv.X, cv.Y, cv.Z
 
@@ -371,6 +405,9 @@ def build_anatomy(rng: np.random.Generator, spacing: float = 1.5) -> Anatomy:
 
     # ---------------------------------------------------------------- great vessels
     ax_x, ax_y, r_ao = -14 + J(3), vb + 12.5 + J(1.5), U(10, 12.5)
+    if var is not None:
+        ax_x, ax_y = ax_x + VD("vessels")[0], ax_y + abs(VD("vessels")[1])
+        r_ao *= VS("vessels")
     zc = np.array([Z_RANGE[0] - 5, -40, 20, 60, Z_RANGE[1] + 5])
     aorta_ctrl = np.stack([ax_x + np.array([2, 0, -1, -3, -4]) + rng.normal(0, 1.5, 5),
                            ax_y + np.array([-1, 0, -2, -5, -8]) + rng.normal(0, 1.0, 5), zc], 1)
@@ -379,7 +416,7 @@ def build_anatomy(rng: np.random.Generator, spacing: float = 1.5) -> Anatomy:
     ivc_x = ax_x + 36 + J(3)
     ivc_ctrl = np.stack([ivc_x + np.array([0, 0, 1, -1, -4]), ax_y + np.array([-2, 0, 6, 12, 15]),
                          zc], 1)
-    r_ivc = U(12, 15)
+    r_ivc = U(12, 15) * VS("vessels")
     tb = cv.tube(ivc_ctrl, [r_ivc, r_ivc, r_ivc + 1, r_ivc + 2, r_ivc + 3],
                  [0.62 * r_ivc, 0.65 * r_ivc, 0.75 * r_ivc, 0.85 * r_ivc, 0.9 * r_ivc], ref=(1, 0, 0))
     cv.paint(tb.sl, tb.full(tb.q() < 1), L_IVC, T.VEN_BLOOD, gap=1.5)
@@ -402,6 +439,8 @@ def build_anatomy(rng: np.random.Generator, spacing: float = 1.5) -> Anatomy:
 
     # ---------------------------------------------------------------- pancreas (key organ)
     config = rng.choice(["oblique", "horizontal", "sigmoid", "inverted_v"], p=[0.45, 0.2, 0.2, 0.15])
+    if var is not None and var.pancreas_config:
+        config = var.pancreas_config
     rise = {"oblique": U(35, 50), "horizontal": U(12, 22), "sigmoid": U(30, 45),
             "inverted_v": U(15, 25)}[config]
     body_dz = {"oblique": 0.55, "horizontal": 0.6, "sigmoid": 0.25, "inverted_v": 1.15}[config]
@@ -425,6 +464,23 @@ def build_anatomy(rng: np.random.Generator, spacing: float = 1.5) -> Anatomy:
     head_semi = np.array([15.0, 14.0, 21.0]) * U(0.9, 1.1)
     target_ml = float(np.clip(rng.normal(78, 16), 48, 125))
     lob_amp = 0.04 + 0.10 * max(0.0, (U(20, 80) - 35) / 45)
+    if var is not None:
+        # the gland turns about its neck (tail up/down, more or less oblique) and moves as one
+        # with the vessels it wraps; thickness per segment; atrophy thins the body and tail
+        R_p = VR("pancreas")
+        neck = ctrl[2].copy()
+        ctrl = (ctrl - neck) @ R_p.T + neck + VD("pancreas")
+        head_c = (head_c - neck) @ R_p.T + neck + VD("pancreas")
+        th_h, th_b, th_t = var.pancreas_thickness
+        seg = np.array([th_h, th_h, th_b, th_b, th_t, th_t])
+        if var.atrophic:
+            seg = seg * np.array([0.8, 0.8, 0.6, 0.55, 0.55, 0.55])
+        a_ap = a_ap * seg
+        head_semi = head_semi * np.array([1.0, th_h, 1.0])
+        target_ml = float(var.pancreas_ml)
+        lob_amp = float(var.pancreas_lobulation)
+        dp = VD("pancreas")  # the duodenum and the SMV follow the gland
+        smv_x, yf, z_head = smv_x + dp[0], yf + dp[1], z_head + dp[2]
     scale = 1.0
     panc_lab = cv.label.copy()
     panc_tis = cv.tissue.copy()
@@ -445,6 +501,16 @@ def build_anatomy(rng: np.random.Generator, spacing: float = 1.5) -> Anatomy:
             break
         scale *= float(np.clip((target_ml / max(ml, 1.0)) ** 0.5, 0.7, 1.4))
     del panc_lab, panc_tis
+    if var is not None and var.fatty_infiltration > 0:
+        # interlobular fat (fatty pancreas): the lobules with the highest lobule-noise value turn
+        # to adipose tissue but stay labelled pancreas, as in manual segmentations
+        pm = cv.label == L_PANC
+        vals = cv.NL[pm]
+        cut = np.quantile(vals, 1.0 - var.fatty_infiltration)
+        fat = np.zeros_like(pm)
+        fat[pm] = vals > cut
+        cv.tissue[fat] = T.VISC_FAT
+        del pm, fat, vals
     # main pancreatic duct (fluid, inside the gland)
     duct = cv.tube(ctrl[1:], U(0.9, 1.4))
     if duct is not None:
@@ -464,7 +530,7 @@ def build_anatomy(rng: np.random.Generator, spacing: float = 1.5) -> Anatomy:
         i = int(np.argmin(np.abs(tpar - t)))
         sv_pts.append(P[i] - N2[i] * (a_s[i] / 2 + r_sv + 2.0) + N1[i] * 3.0)
     conf = ctrl[2] + [1, -13, -2]  # portal confluence, behind the neck
-    spleen_c = np.array([ax_x - 88 + J(4), -12 + J(4), 42 + J(5)])
+    spleen_c = np.array([ax_x - 88 + J(4), -12 + J(4), 42 + J(5)]) + VD("spleen")
     hilum = P[-1] + (spleen_c - P[-1]) * 0.35 - [0, 6, 0]
     sv = np.vstack([conf, sv_pts, hilum])
     tb = cv.tube(sv, r_sv)
@@ -495,7 +561,7 @@ def build_anatomy(rng: np.random.Generator, spacing: float = 1.5) -> Anatomy:
         [ax_x - 22, ao_front + 16, z_head - 16],   # D4 -> DJ flexure
     ])
     duo[1:] += rng.normal(0, 2.5, (8, 3))
-    r_duo = U(11.5, 14.0)
+    r_duo = U(11.5, 14.0) * VS("duodenum")
     wall = U(2.0, 3.0)
     tb = cv.tube(duo, r_duo)
     q, ql = tb.q(), tb.q(wall)
@@ -512,9 +578,13 @@ def build_anatomy(rng: np.random.Generator, spacing: float = 1.5) -> Anatomy:
     # ---------------------------------------------------------------- kidneys + adrenals
     kid_info = {}
     for s, lab, zk in ((1, L_RKID, -42 + J(5)), (-1, L_LKID, -26 + J(5))):
-        kc = np.array([s * (68 + J(3)), -6 + J(3), zk])
-        semi = np.array([27.0, 21.0, 55.0]) * U(0.9, 1.1)
-        R = _rot(ax=-12 + J(3), ay=s * (10 + J(3)), az=s * (-28 + J(5)))
+        kname = "kidney_r" if s > 0 else "kidney_l"
+        kc = np.array([s * (68 + J(3)), -6 + J(3), zk]) + VD(kname)
+        semi = np.array([27.0, 21.0, 55.0]) * U(0.9, 1.1) * VS(kname)
+        R = VR(kname, ax=-12 + J(3), ay=s * (10 + J(3)), az=s * (-28 + J(5)))
+        if var is not None and kname in var.absent:  # nephrectomy: the fossa fills with fat
+            kid_info[lab] = (kc, semi, R)
+            continue
         sl, q = cv.ellipsoid(kc, semi, R, pad=3)
         X_, Y_, Z_ = cv.coords(sl)
         d = np.stack([X_ - kc[0], Y_ - kc[1], Z_ - kc[2]], 0)
@@ -563,21 +633,22 @@ def build_anatomy(rng: np.random.Generator, spacing: float = 1.5) -> Anatomy:
                 cv.paint(tb.sl, tb.full(tb.q() < 1), lab, T.ADRENAL, gap=1.5, exempt=(L_RADR, L_LADR))
 
     # ---------------------------------------------------------------- gallbladder
-    gb_f = np.array([ivc_x + 40 + J(6), yf + 40 + J(5), z_head + 10 + J(6)])
+    gb_f = np.array([ivc_x + 40 + J(6), yf + 40 + J(5), z_head + 10 + J(6)]) + VD("gallbladder")
     gb = [gb_f, gb_f + [-6, -14, 16], gb_f + [-16, -28, 30]]
-    r_gb = U(13, 18)
+    r_gb = U(13, 18) * VS("gallbladder")
     tb = cv.tube(gb, [r_gb, r_gb * 0.8, 5.0])
-    if tb is not None:
+    if tb is not None and not (var is not None and "gallbladder" in var.absent):
         cv.paint(tb.sl, tb.full(tb.q() < 1), L_GB, T.BILE, gap=1.5)
 
     # ---------------------------------------------------------------- spleen
-    R = _rot(ax=35 + J(5), ay=-15 + J(5), az=J(8))
-    semi = np.array([22.0, 38.0, 56.0]) * U(0.85, 1.15)
+    R = VR("spleen", ax=35 + J(5), ay=-15 + J(5), az=J(8))
+    semi = np.array([22.0, 38.0, 56.0]) * U(0.85, 1.15) * VS("spleen")
     sl, q = cv.ellipsoid(spleen_c, semi, R, pad=3)
     Xs, Ys, Zs = cv.coords(sl)
-    c2 = spleen_c + np.array([30.0, 18.0, -4.0])
+    c2 = spleen_c + np.array([30.0, 18.0, -4.0]) * VS("spleen")
     q2 = np.sqrt(((Xs - c2[0]) / 30) ** 2 + ((Ys - c2[1]) / 36) ** 2 + ((Zs - c2[2]) / 50) ** 2)
-    cv.paint(sl, (q < 1 + 0.04 * cv.N[sl]) & (q2 > 1), L_SPLEEN, T.SPLEEN, gap=1.5)
+    if not (var is not None and "spleen" in var.absent):
+        cv.paint(sl, (q < 1 + 0.04 * cv.N[sl]) & (q2 > 1), L_SPLEEN, T.SPLEEN, gap=1.5)
 
     # ---------------------------------------------------------------- esophagus + stomach
     st_ctrl = np.array([
@@ -588,7 +659,8 @@ def build_anatomy(rng: np.random.Generator, spacing: float = 1.5) -> Anatomy:
         [pylorus[0] - 10, pylorus[1] + 4, pylorus[2] + 4],
         pylorus,
     ]) + np.r_[rng.normal(0, 4, 15), [0, 0, 0]].reshape(6, 3)
-    fill = U(0.7, 1.15)
+    st_ctrl[:4] += VD("stomach")
+    fill = U(0.7, 1.15) * VS("stomach")
     r_st = np.array([38, 36, 31, 22, 14, 9.5]) * np.r_[fill, fill, fill, 1, 1, 1]
     tb = cv.tube(st_ctrl, r_st, r_st * [0.95, 0.9, 0.8, 0.85, 0.9, 1])
     st_wall = U(3.5, 5.0)
@@ -624,6 +696,11 @@ def build_anatomy(rng: np.random.Generator, spacing: float = 1.5) -> Anatomy:
         (np.array([ivc_x + 70, ax_y + 20, -8.0]) + rng.normal(0, 5, 3),
          np.array([36.0, 44.0, 42.0]) * U(0.7, 1.2), None),  # inferior right lobe
     ]
+    if var is not None:  # the whole liver scales about its right-lobe centre, shifts and turns
+        c0 = liver_parts[0][0].copy()
+        R_l = VR("liver")
+        liver_parts = [((c - c0) @ R_l.T * VS("liver") + c0 + VD("liver"), semi * VS("liver"),
+                        R_l if R is None else R_l @ R) for c, semi, R in liver_parts]  # fmt: skip
     lmask_full = np.zeros(cv.shape, bool)
     for c, semi, R in liver_parts:
         sl, q = cv.ellipsoid(c, semi, R)
@@ -669,6 +746,8 @@ def build_anatomy(rng: np.random.Generator, spacing: float = 1.5) -> Anatomy:
         tis = np.where(ql < 1, lum, T.GI_WALL).astype(np.uint8)
         cv.paint(tb.sl, tb.full(q < 1), L_BOWEL, tb.full(q < 1, tis, np.uint8), gap=1.5)
     n_loops = int(rng.integers(10, 15))
+    if var is not None:
+        n_loops = var.n_loops
     for i_loop in range(n_loops):
         n = 9
         upper = i_loop < n_loops // 3  # jejunal loops in the left upper quadrant
@@ -686,6 +765,9 @@ def build_anatomy(rng: np.random.Generator, spacing: float = 1.5) -> Anatomy:
             continue
         q = tb.q() - 0.04 * cv.N[tb.sl].ravel()[tb.ids]
         m = rng.choice(["fluid", "collapsed", "chyme", "gas"], p=[0.4, 0.35, 0.15, 0.1])
+        if var is not None:
+            g = float(np.clip(var.bowel_gas, 0.0, 0.6))
+            m = vr.choice(["fluid", "collapsed", "chyme", "gas"], p=np.array([0.4, 0.35, 0.15, 0]) * (1 - g) / 0.9 + [0, 0, 0, g])
         ql = tb.q(2.0 if m != "collapsed" else r_b - 3.0)
         lum_t = {"fluid": T.GI_FLUID, "collapsed": T.GI_FLUID, "chyme": T.CHYME, "gas": T.GAS}[m]
         tis = np.where(ql < 1, lum_t, T.GI_WALL).astype(np.uint8)
@@ -715,5 +797,7 @@ def build_anatomy(rng: np.random.Generator, spacing: float = 1.5) -> Anatomy:
         pancreas_target_ml=target_ml, deformation_mm=amp, duodenum_lumen=str(mode),
         stomach_content=str(content),
     )
+    if var is not None:
+        params["variation"] = var.to_dict()
     return Anatomy(tissue=tissue, label=label, texture=tex, gas_field=gas_field, axes=axes,
                    spacing=h, body=body, pancreas_ml=ml, params=params)

@@ -27,9 +27,11 @@ from napari_pandg.phantom.acquisition import (
 )
 from napari_pandg.phantom.anatomy import build_anatomy
 from napari_pandg.phantom.centers import CENTERS, SEQUENCES
+from napari_pandg.phantom.variation import AnatomyVariation, sample_variation
 from napari_pandg.volume import Volume
 
-GENERATOR_VERSION = "1.0"
+#: 1.1: pancreas T1 520 / 700 ms (iso/hyperintense to liver on t1fs); anatomy randomisation
+GENERATOR_VERSION = "1.1"
 _SEQ_INDEX = {s: i for i, s in enumerate(SEQUENCES)}
 _CENTER_INDEX = {c: i for i, c in enumerate(sorted(CENTERS))}
 
@@ -58,13 +60,16 @@ def generate_subject(
     seed: int = 0,
     fine_spacing: float = 1.5,
     target_shape: tuple[int, int, int] | None = None,
+    variation: AnatomyVariation | None = None,
 ) -> PhantomSubject:
     """Simulate one subject at one center for the requested sequences.
 
     The anatomy and physiology depend only on ``seed`` (the same seed at two centers is the
     same person scanned twice); fields, noise and protocol depend on the center. Deterministic:
     the same arguments give bit-identical arrays. ``target_shape`` overrides the acquisition
-    matrix (i, j, k) while keeping the center's field of view.
+    matrix (i, j, k) while keeping the center's field of view. ``variation``
+    (:func:`napari_pandg.phantom.variation.sample_variation`) randomises the anatomy far beyond
+    the default family (organ sizes, positions, shapes, habitus, absent organs, atrophy, fat).
     """
     if center not in CENTERS:
         raise KeyError(f"unknown center {center!r}; choose from {', '.join(CENTERS)}")
@@ -74,7 +79,7 @@ def generate_subject(
     if not 0.5 <= fine_spacing <= 4.0:
         raise ValueError(f"fine_spacing must be within 0.5-4 mm, got {fine_spacing}")
     prof = CENTERS[center]
-    anat = build_anatomy(_rng(seed, 1), fine_spacing)
+    anat = build_anatomy(_rng(seed, 1), fine_spacing, variation)
     traits = T.sample_subject_traits(_rng(seed, 2))
     tp0 = T.sample_tissue_params(_rng(seed, 3), prof.field_strength, traits)
     fields = sample_fields(_rng(seed, 4, _CENTER_INDEX[center]))
@@ -114,6 +119,7 @@ def generate_subject(
             flip=proto.flip, slice_thickness=geom["thickness"], acquired_resolution=geom["res"],
             orientation=prof.orientation, phantom=True, seed=int(seed),
             generator_version=GENERATOR_VERSION, fine_spacing=fine_spacing,
+            anatomy_variation=variation is not None,
         )
         out.images[seq] = Volume(img, geom["affine"].copy(), subject=subject, center=center,
                                  sequence=seq, is_label=False, metadata=dict(meta))
@@ -168,6 +174,7 @@ def write_dataset(
     progress: Callable[[int, int, str], None] | None = None,
     fine_spacing: float = 1.5,
     first_index: int = 1,
+    variation: float = 0.0,
 ):
     """Write ``n_subjects`` per center as NIfTI + ``manifest.csv`` + ``phantom.json``.
 
@@ -175,7 +182,9 @@ def write_dataset(
     ``DIR/labelsTr/<subject>_<sequence>.nii.gz`` (uint8, AMOS ids); subject ids are
     ``<center><index:03d>`` (e.g. ``A001``), indices ``first_index .. first_index + n - 1``.
     Give an independent test set its own ``first_index`` (e.g. 101) as well as its own seed,
-    so that its subject ids never collide with a training set's. Returns the manifest.
+    so that its subject ids never collide with a training set's. ``variation`` > 0 draws each
+    subject's anatomy with :func:`~napari_pandg.phantom.variation.sample_variation` at that
+    strength (1 = the full published ranges). Returns the manifest.
     """
     import pandas as pd
 
@@ -208,7 +217,9 @@ def write_dataset(
         for i in range(first_index, first_index + n_subjects):
             sid = f"{c}{i:03d}"
             s_seed = subject_seed(seed, c, i)
-            subj = generate_subject(sid, c, tuple(sequences), seed=s_seed, fine_spacing=fine_spacing)
+            var = sample_variation(_rng(s_seed, 9), variation) if variation > 0 else None
+            subj = generate_subject(sid, c, tuple(sequences), seed=s_seed, fine_spacing=fine_spacing,
+                                    variation=var)  # fmt: skip
             for seq in sequences:
                 img_rel = f"imagesTr/{sid}_{seq}.nii.gz"
                 lab_rel = f"labelsTr/{sid}_{seq}.nii.gz"
@@ -235,7 +246,7 @@ def write_dataset(
         generator="napari_pandg.phantom", version=GENERATOR_VERSION, seed=int(seed),
         n_subjects_per_center=int(n_subjects),
         first_index=int(first_index), centers=list(centers), sequences=list(sequences),
-        fine_spacing_mm=fine_spacing,
+        fine_spacing_mm=fine_spacing, anatomy_variation=float(variation),
         center_profiles={c: dict(vendor=CENTERS[c].vendor, model=CENTERS[c].model,
                                  field_strength=CENTERS[c].field_strength,
                                  orientation=CENTERS[c].orientation,

@@ -80,6 +80,13 @@ def fat_phasor(te_ms: float, b0: float) -> complex:
 # tissue; FF is the fat fraction carried by the fat component above.
 # Tissues whose composite T1 in the table is dominated by fat (adipose, marrow) get a
 # water-component T1/T2 chosen so the composite matches the table (assumption).
+# Pancreas T1: relaxometry at 1.5 T scatters between ~520 and 654 ms (dB04 via Fetal-XCMR
+# 584, Tirkes 2019 VFA 654) and sits at 717-725 ms at 3 T, within a few per cent of the liver,
+# yet the normal gland is iso- to hyperintense to the liver on fat-suppressed T1 (acinar
+# protein; reference §1.7). With 584 ms at 1.5 T the phantom's pancreas came out darker than
+# the liver on t1fs at centers B and C whenever its fat fraction was above average (ratio of
+# medians down to 0.90). 520 / 700 ms (modelling choice at the short end of the published
+# range) keep it at 0.98-1.30x the liver at every center (tests/test_phantom.py).
 _TABLE: dict[int, tuple[float, float, float, float, float, float, float, float]] = {
     AIR: (1000, 1, 1, 1000, 1, 1, 0.0, 0.0),
     SUBQ_FAT: (1100, 40, 25, 1200, 35, 15, 0.90, 0.93),
@@ -93,7 +100,7 @@ _TABLE: dict[int, tuple[float, float, float, float, float, float, float, float]]
     ART_BLOOD: (1441, 290, 120, 1932, 275, 60, 0.95, 0.0),  # S05 / Sharma
     VEN_BLOOD: (1582, 181, 60, 1584, 66, 25, 0.95, 0.0),    # Fetal-XCMR (IT'IS)
     LIVER: (586, 46, 28, 809, 34, 18, 0.80, 0.02),      # dB04 / S05
-    PANCREAS: (584, 46, 30, 725, 43, 21, 0.80, 0.03),   # dB04 / Tirkes
+    PANCREAS: (520, 46, 30, 700, 43, 21, 0.80, 0.03),   # see the note above the table
     SPLEEN: (1057, 79, 50, 1328, 61, 33, 0.85, 0.0),    # dB04
     KID_CORTEX: (966, 87, 55, 1142, 76, 38, 0.87, 0.007),
     KID_MEDULLA: (1412, 85, 55, 1545, 81, 40, 0.90, 0.0),
