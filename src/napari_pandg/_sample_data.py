@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from napari_pandg.layerdata import LayerData, volume_layerdata
+from napari_pandg.layerdata import LayerData, prepare_current_viewer, volume_layerdata
 
 SHOWN_SEQUENCE = "t1fs_venous"
 
@@ -11,7 +11,8 @@ def make_phantom_sample(center: str = "A", seed: int = 0) -> list[LayerData]:
     """All five sequences of one phantom subject (aligned in world mm) plus its labels.
 
     Only ``t1fs_venous`` starts visible; toggle the others in the layer list (they sit at
-    the same world position, on their own acquisition grids).
+    the same world position, on their own acquisition grids). The current viewer (if any)
+    switches to the radiological view and the labels are drawn as organ outlines.
     """
     from napari_pandg.phantom import SEQUENCES, generate_subject
 
@@ -22,4 +23,5 @@ def make_phantom_sample(center: str = "A", seed: int = 0) -> list[LayerData]:
         kwargs["visible"] = seq == SHOWN_SEQUENCE
         layers.append((data, kwargs, kind))
     layers.append(volume_layerdata(subject.labels[SHOWN_SEQUENCE]))
+    prepare_current_viewer(layers)
     return layers

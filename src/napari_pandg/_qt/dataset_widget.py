@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_pandg._qt._common import report_error
-from napari_pandg.layerdata import RADIOLOGICAL_2D
+from napari_pandg.layerdata import apply_radiological_view, style_labels_layer
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -243,11 +243,13 @@ class DatasetWidget(QWidget):
         name = kwargs.get("name")
         if name in self.viewer.layers:  # reloading replaces instead of duplicating
             self.viewer.layers.remove(name)
-        getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+        layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+        if kind == "labels":
+            style_labels_layer(layer)
 
     def _loaded(self, subject: str) -> None:
         self.viewer.dims.axis_labels = ("S", "A", "R")
-        self.viewer.camera.orientation2d = RADIOLOGICAL_2D
+        apply_radiological_view(self.viewer)
         self.viewer.reset_view()
         self.status.setText(f"Loaded {subject}.")
 

@@ -281,6 +281,9 @@ class EmbeddingWidget(WorkerControls, QWidget):
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
         getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+        from napari_pandg.layerdata import apply_radiological_view
+
+        apply_radiological_view(self.viewer)
 
     def _mark(self, sub: pd.DataFrame, images: list[str]) -> list[Any]:
         from napari_pandg.embed import feature_columns

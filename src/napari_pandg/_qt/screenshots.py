@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from napari_pandg.labels import PANCREAS
-from napari_pandg.layerdata import RADIOLOGICAL_2D, iter_subject_layerdata
+from napari_pandg.layerdata import apply_radiological_view, iter_subject_layerdata, style_labels_layer
 
 
 @contextlib.contextmanager
@@ -45,9 +45,10 @@ def add_layers(viewer: Any, rows: pd.DataFrame, labels: str = "first") -> list[A
     """Synchronously add a subject's layers (scripts and the demo; widgets use workers)."""
     layers = []
     for _, _, (data, kwargs, kind) in iter_subject_layerdata(rows, labels=labels):
-        layers.append(getattr(viewer, f"add_{kind}")(data, **kwargs))
+        layer = getattr(viewer, f"add_{kind}")(data, **kwargs)
+        layers.append(style_labels_layer(layer) if kind == "labels" else layer)
     viewer.dims.axis_labels = ("S", "A", "R")
-    viewer.camera.orientation2d = RADIOLOGICAL_2D
+    apply_radiological_view(viewer)
     viewer.reset_view()
     return layers
 

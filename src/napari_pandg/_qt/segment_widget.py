@@ -155,7 +155,7 @@ class SegmentWidget(WorkerControls, QWidget):
         if res.get("cancelled"):
             self.status.setText("Cancelled.")
             return
-        from napari_pandg.layerdata import label_colormap, label_features
+        from napari_pandg.layerdata import label_colormap, label_features, style_labels_layer
 
         name = f"{image.name}_pred"
         if name in self.viewer.layers:
@@ -165,12 +165,11 @@ class SegmentWidget(WorkerControls, QWidget):
             name=name,
             colormap=label_colormap(),
             features=label_features(np.unique(res["data"])),
-            opacity=0.6,
             metadata=dict(image.metadata),  # saving writes on the image's own grid and header
         )
         for key in ("scale", "translate", "affine"):
             kwargs[key] = getattr(image, key) if key != "affine" else image.affine.affine_matrix
-        self.result_layer = self.viewer.add_labels(res["data"], **kwargs)
+        self.result_layer = style_labels_layer(self.viewer.add_labels(res["data"], **kwargs))
         self.metrics = res.get("metrics", {})
         voxels = int(np.count_nonzero(res["data"] == PANCREAS))
         text = f"{name}: pancreas {voxels} voxels"

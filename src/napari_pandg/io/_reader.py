@@ -4,7 +4,10 @@
 The reader it returns produces LayerData tuples ``(data, kwargs, "image" | "labels")``
 in napari's (S, A, R) convention (see :mod:`napari_pandg.io.napari_layers`); errors while
 reading are :class:`~napari_pandg.io.errors.PandgIOError` with the file named, which napari
-shows to the user. napari itself is only imported (lazily) to build the label colormap.
+shows to the user. napari itself is only imported (lazily) to build the label colormap and
+to reach the current viewer: opening a volume switches it to the radiological view (anterior up,
+patient right on screen left) and outlines the label layers
+(:func:`napari_pandg.layerdata.prepare_current_viewer`), the same display as every other path.
 """
 
 from __future__ import annotations
@@ -56,18 +59,20 @@ def _csv_is_index(path: str) -> bool:
 
 def read_nifti(path: str | Sequence[str]) -> list[LayerData]:
     """Read one or several NIfTI files; labels are recognised by path or values."""
-    from napari_pandg.layerdata import volume_layerdata
+    from napari_pandg.layerdata import prepare_current_viewer, volume_layerdata
 
     paths = [path] if isinstance(path, str | os.PathLike) else list(path)
     out = [volume_layerdata(load_volume(p, is_label="auto", subject=nifti_stem(p))) for p in paths]
-    return sorted(out, key=lambda ld: ld[2] == "labels")  # images below labels
+    out = sorted(out, key=lambda ld: ld[2] == "labels")  # images below labels
+    prepare_current_viewer(out)
+    return out
 
 
 def read_dataset_folder(path: str | Sequence[str]) -> list[LayerData]:
     """Open the first subject of a dataset folder, manifest or index CSV: all its
     sequences, aligned in world mm, and one label layer."""
     from napari_pandg.io.index import build_index, read_index
-    from napari_pandg.layerdata import iter_subject_layerdata
+    from napari_pandg.layerdata import iter_subject_layerdata, prepare_current_viewer
 
     root = os.fspath(path if isinstance(path, str | os.PathLike) else path[0])
     if root.lower().endswith(".csv"):
@@ -86,4 +91,6 @@ def read_dataset_folder(path: str | Sequence[str]) -> list[LayerData]:
             stacklevel=2,
         )
     rows = df[df["subject"] == first]
-    return [ld for _, _, ld in iter_subject_layerdata(rows, labels="first")]
+    out = [ld for _, _, ld in iter_subject_layerdata(rows, labels="first")]
+    prepare_current_viewer(out)
+    return out
