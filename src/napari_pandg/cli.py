@@ -103,6 +103,63 @@ def _run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- synth-eval
+def _add_synth_eval(sub: argparse._SubParsersAction) -> None:
+    from napari_pandg.evalsim import CENTERS as EVAL_CENTERS
+    from napari_pandg.evalsim import SEQUENCES as EVAL_SEQUENCES
+
+    p = sub.add_parser(
+        "synth-eval",
+        help="generate the independent evaluation set (evalsim: other anatomy, signal code and centers)",
+        description=(
+            "Generate an evaluation set the training phantom cannot produce (napari_pandg.evalsim, "
+            "see docs/evalsim.md): metaball / convex-hull / sweep anatomy, its own signal model, "
+            "centers with RAS, LPS, LAS, slice-first and oblique storage. Writes DIR/imagesTr, "
+            "DIR/labelsTr and DIR/manifest.csv in the layout `pandg benchmark` reads; subject ids "
+            f"<center>_<index:03d>. Centers: {', '.join(EVAL_CENTERS)}. "
+            f"Sequences: {', '.join(EVAL_SEQUENCES)}."
+        ),
+    )
+    p.add_argument("--out", required=True, type=Path, help="output folder (must be empty unless --overwrite)")
+    p.add_argument("--subjects", type=int, default=4, help="subjects per center (default 4)")
+    p.add_argument("--centers", type=_csv_list, default=list(EVAL_CENTERS),
+                   help=f"comma list of centers (default {','.join(EVAL_CENTERS)})")  # fmt: skip
+    p.add_argument("--sequences", type=_csv_list, default=list(EVAL_SEQUENCES),
+                   help=f"comma list of sequences (default {','.join(EVAL_SEQUENCES)})")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="dataset seed; per-subject seeds derive from it (default 0)")
+    p.add_argument("--first-index", type=int, default=1, help="index of the first subject per center (default 1)")
+    p.add_argument("--fine-spacing", type=float, default=1.25,
+                   help="anatomy grid spacing in mm (default 1.25; coarser is faster and blurrier)")  # fmt: skip
+    p.add_argument("--zoom", type=float, default=1.0,
+                   help="coarsen every acquisition grid by this factor, keeping its field of view "
+                        "(1-4; default 1 = the centers' real matrices; >1 only for quick tests)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty folder")
+    p.set_defaults(func=_run_synth_eval)
+
+
+def _run_synth_eval(args: argparse.Namespace) -> int:
+    from napari_pandg.evalsim import CENTERS as EVAL_CENTERS
+    from napari_pandg.evalsim import SEQUENCES as EVAL_SEQUENCES
+    from napari_pandg.evalsim import write_eval_dataset
+
+    _check_choices(args.centers, list(EVAL_CENTERS), "center(s)")
+    _check_choices(args.sequences, list(EVAL_SEQUENCES), "sequence(s)")
+    if args.subjects < 1:
+        raise SystemExit("pandg synth-eval: --subjects must be >= 1")
+    t0 = time.perf_counter()
+    df = write_eval_dataset(
+        args.out, n_subjects=args.subjects, centers=tuple(args.centers), sequences=tuple(args.sequences),
+        seed=args.seed, overwrite=args.overwrite, progress=_print_progress, fine_spacing=args.fine_spacing,
+        first_index=args.first_index, zoom=args.zoom,
+    )  # fmt: skip
+    dt = time.perf_counter() - t0
+    print(
+        f"wrote {df['subject'].nunique()} subjects, {len(df)} volumes to {args.out} ({dt:.1f} s); "
+        f"manifest: {Path(args.out) / 'manifest.csv'}"
+    )
+    return 0
+
+
 # --------------------------------------------------------------------------- index
 def _add_index(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -450,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"napari-pandg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_synth(sub)
+    _add_synth_eval(sub)
     _add_index(sub)
     _add_demo(sub)
     _add_sam(sub)
