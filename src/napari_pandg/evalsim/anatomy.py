@@ -556,8 +556,8 @@ class _Builder:
         xi = np.interp(zt, ivc[:, 2], ivc[:, 0])
         yi = np.interp(zt, ivc[:, 2], ivc[:, 1])
         apex = np.array([xi + _u(r, 3, 9), yi - lm["r_ivc"] / lm["ivc_sy"] - _u(r, 4, 9), zt])
-        ra = _u(r, 2.6, 3.6)
-        for limb in (np.array([9, -16, -17]), np.array([-3, -19, -15])):
+        ra = _u(r, 2.8, 3.6)
+        for limb in (np.array([11, -19, -21]), np.array([-4, -23, -18])):
             self.paint_sweep([apex, apex + limb * 0.5, apex + limb], [ra * 1.2, ra, ra * 0.8], RADR, T["adrenal"],
                              step=0.8)  # fmt: skip
         aorta = lm["aorta"]
@@ -565,7 +565,7 @@ class _Builder:
         xa = np.interp(zt, aorta[:, 2], aorta[:, 0])
         ya = np.interp(zt, aorta[:, 2], aorta[:, 1])
         apex = np.array([xa - lm["r_aorta"] - _u(r, 7, 13), ya - _u(r, 0, 8), zt])
-        for limb in (np.array([-10, -15, -19]), np.array([2, -19, -21])):
+        for limb in (np.array([-12, -18, -23]), np.array([2, -23, -25])):
             self.paint_sweep([apex, apex + limb * 0.5, apex + limb], [ra * 1.2, ra, ra * 0.8], LADR, T["adrenal"],
                              step=0.8)  # fmt: skip
 
