@@ -216,7 +216,7 @@ def model_subject_splits(model: SegModel, manifest: pd.DataFrame | None = None) 
         try:
             from napari_pandg.io import read_index
 
-            subjects = {str(s) for s in read_index(str(train_manifest))["subject"]}
+            subjects = {str(s) for s in read_index(str(train_manifest), check_files=False)["subject"]}
             for s in subjects - set(out):
                 out[s] = "train"
             return out, f"training manifest {train_manifest} minus the recorded test/validation subjects"

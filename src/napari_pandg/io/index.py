@@ -19,8 +19,17 @@ from typing import Any
 import pandas as pd
 
 from napari_pandg.io.errors import PandgFileNotFoundError, PandgIOError
-from napari_pandg.io.layouts import BUILDERS, DETECTION_HELP, LAYOUTS, detect_layout
+from napari_pandg.io.layouts import (
+    BUILDERS,
+    DETECTION_HELP,
+    LAYOUTS,
+    check_csv_files,
+    csv_path,
+    detect_layout,
+    read_csv_checked,
+)
 from napari_pandg.io.nifti import load_volume, validate_pair
+from napari_pandg.io.safety import check_output_file, check_outputs_not_inputs
 from napari_pandg.volume import Volume
 
 INDEX_COLUMNS = ("subject", "center", "sequence", "image", "label", "layout", "split", "label_map")
@@ -69,14 +78,13 @@ def _none_for_missing(col: pd.Series) -> pd.Series:
 def write_index(df: pd.DataFrame, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write the index as CSV atomically; refuses an existing file unless ``overwrite``."""
     path = Path(path).expanduser()
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
     missing = [c for c in ("subject", "center", "sequence", "image", "label", "layout") if c not in df]
     if missing:
         raise PandgIOError(f"index for {path} lacks columns {missing}")
+    # never replace an indexed image or label (nor the manifest: see run_index / pandg index)
+    check_outputs_not_inputs([path], [v for c in ("image", "label") for v in df[c] if isinstance(v, str)], "index CSV")
+    check_output_file(path, overwrite=overwrite, what="index CSV")
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        raise PandgFileNotFoundError(f"{parent}: output folder does not exist; create it first")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     tmp = Path(tmp_name)
     try:
@@ -92,28 +100,45 @@ def write_index(df: pd.DataFrame, path: str | os.PathLike, overwrite: bool = Fal
     return path
 
 
-def read_index(path: str | os.PathLike) -> pd.DataFrame:
-    """Read an index CSV; relative paths are resolved against the CSV's folder."""
+def read_index(path: str | os.PathLike, check_files: bool = True) -> pd.DataFrame:
+    """Read an index CSV (UTF-8; errors name the file, the line and the path).
+
+    Relative ``image``/``label`` paths are resolved against the CSV's folder and must stay
+    inside it (see :func:`~napari_pandg.io.layouts.csv_path`); absolute paths are kept.
+    Refused: an empty file, a header without rows, missing ``subject, center, sequence,
+    image`` columns, an empty image cell and, with ``check_files`` (default), listed image or
+    label files that do not exist.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise PandgFileNotFoundError(f"{path}: index CSV not found (write one with `pandg index`)")
-    df = pd.read_csv(path, dtype={"subject": str, "center": str, "sequence": str, "label_map": str})
+    df = read_csv_checked(path, dtype={"subject": str, "center": str, "sequence": str, "label_map": str})
     missing = [c for c in ("subject", "center", "sequence", "image") if c not in df]
     if missing:
-        raise PandgIOError(f"{path}: not a dataset index, missing columns {missing}")
+        raise PandgIOError(
+            f"{path}: not a dataset index, missing columns {missing} (it has {list(map(str, df.columns))}); "
+            "an index needs subject, center, sequence, image[, label] (see `pandg index`)"
+        )
+    if df.empty:
+        raise PandgIOError(f"{path}: the index has a header but no rows; index the dataset again")
     for c in ("subject", "center", "sequence", "label_map", "split", "layout"):
         if c in df:
             df[c] = df[c].astype(object).fillna("").astype(str)
     if "label" not in df:
         df["label"] = None
-    base = path.parent.resolve()
+    base = Path(os.path.abspath(path.parent))
+    checks: list[tuple[int, str, str | None]] = []
     for c in ("image", "label"):
         col = _none_for_missing(df[c])
-        df[c] = pd.Series(
-            [v if v is None or os.path.isabs(v) else str((base / v).resolve()) for v in col],
-            index=df.index,
-            dtype=object,
-        )
+        values = [csv_path(path, base, v, i + 2, c) for i, v in enumerate(col)]
+        if c == "image":
+            empty = [i + 2 for i, v in enumerate(values) if v is None]
+            if empty:
+                raise PandgIOError(f"{path}: line(s) {empty[:5]}: the image cell is empty")
+        checks += [(i + 2, c, v) for i, v in enumerate(values)]
+        df[c] = pd.Series(values, index=df.index, dtype=object)
+    if check_files:
+        check_csv_files(path, checks)
     return df
 
 

@@ -148,32 +148,94 @@ def _clean(v: Any) -> str:
     return str(v).strip()
 
 
+# --------------------------------------------------------------------------- CSV files
+def read_csv_checked(path: Path, **kwargs: Any) -> pd.DataFrame:
+    """``pd.read_csv`` (UTF-8) with errors naming the file: empty, not UTF-8, malformed."""
+    try:
+        return pd.read_csv(path, encoding="utf-8", **kwargs)
+    except pd.errors.EmptyDataError:
+        raise PandgIOError(
+            f"{path}: the CSV file is empty; write the index again (pandg index / pandg synth)"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise PandgIOError(
+            f"{path}: is not UTF-8 text (undecodable byte at offset {exc.start}); save the CSV "
+            "with UTF-8 encoding"
+        ) from None
+    except pd.errors.ParserError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PandgIOError(f"{path}: malformed CSV ({first}); fix or write the file again") from None
+    except OSError as exc:
+        raise PandgIOError(f"{path}: cannot read the CSV ({exc.strerror or exc})") from None
+
+
+def csv_path(csv: Path, base: Path, value: Any, line: int, column: str) -> str | None:
+    """Resolve a path cell of an index/manifest CSV (``None`` for an empty cell).
+
+    The rule (documented in docs/io.md): relative paths are relative to the CSV's folder and
+    must stay inside it (``../`` that leaves the folder is refused, so a manifest cannot point
+    at files outside its dataset); absolute paths (as ``pandg index`` writes) are used as
+    they are. ``line`` is the CSV line number (header = line 1).
+    """
+    text = _clean(value)
+    if not text:
+        return None
+    p = Path(text).expanduser()
+    if p.is_absolute():
+        return str(p.resolve())
+    joined = Path(os.path.normpath(base / p))
+    if os.path.commonpath([str(base), str(joined)]) != str(base):
+        raise PandgIOError(
+            f"{csv}: line {line}, column {column!r}: the relative path {text!r} leaves the "
+            f"CSV's folder {base}; relative paths in a dataset CSV must stay inside its folder "
+            "(give an absolute path, or move the CSV to the dataset root)"
+        )
+    return str(joined.resolve())
+
+
+def check_csv_files(csv: Path, entries: Iterable[tuple[int, str, str | None]]) -> None:
+    """Refuse an index whose ``(line, column, path)`` entries name missing files."""
+    missing = [(line, col, p) for line, col, p in entries if p is not None and not os.path.isfile(p)]
+    if missing:
+        shown = "; ".join(f"line {line} {col} {p}" for line, col, p in missing[:3])
+        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+        raise PandgFileNotFoundError(
+            f"{csv}: {len(missing)} file(s) listed in the CSV do not exist: {shown}{more}; "
+            "fix the paths or index the dataset again (pandg index)"
+        )
+
+
 # --------------------------------------------------------------------------- pandg
 def build_pandg(root: Path) -> list[dict[str, Any]]:
     """Rows from the phantom ``manifest.csv`` (paths relative to the manifest's folder)."""
     manifest = root if root.is_file() else root / "manifest.csv"
     if not manifest.is_file():
         raise PandgFileNotFoundError(f"{manifest}: no manifest.csv (pandg layout)")
-    df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    df = read_csv_checked(manifest, dtype=str, keep_default_na=False)
     missing = {"subject", "center", "sequence", "image"} - set(df.columns)
     if missing:
         raise PandgIOError(
             f"{manifest}: missing columns {sorted(missing)}; expected subject, center, "
             "sequence, image[, label, field_strength] (as written by napari_pandg.phantom)"
         )
-    base = manifest.parent
+    base = Path(os.path.abspath(manifest.parent))
     rows = []
-    for rec in df.to_dict("records"):
-        img = base / rec.pop("image")
-        lab_txt = rec.pop("label", "")
-        lab = base / lab_txt if lab_txt else None
+    checks: list[tuple[int, str, str | None]] = []
+    for i, rec in enumerate(df.to_dict("records")):
+        line = i + 2
+        img = csv_path(manifest, base, rec.pop("image"), line, "image")
+        if img is None:
+            raise PandgIOError(f"{manifest}: line {line}: the image cell is empty")
+        lab = csv_path(manifest, base, rec.pop("label", ""), line, "label")
+        checks += [(line, "image", img), (line, "label", lab)]
         row = _row(
             subject=rec.pop("subject"), center=rec.pop("center"), sequence=rec.pop("sequence"),
-            image=_abs(img), label=_abs(lab) if lab is not None else None, layout="pandg",
+            image=img, label=lab, layout="pandg",
             split=rec.pop("split", ""), label_map=rec.pop("label_map", ""),
         )  # fmt: skip
         row.update(rec)
         rows.append(row)
+    check_csv_files(manifest, checks)
     return rows
 
 

@@ -8,6 +8,9 @@
   ``os.replace``), never replaces a file unless ``overwrite=True``, and keeps the source
   header (qform/sform codes) so a label map written back is identical in geometry.
 * :func:`validate_pair` / :func:`check_label_values` check an image/label pair.
+* :func:`check_header` refuses, from the header alone (before any voxel is read), what
+  cannot be an MRI volume: complex, RGB or other non-scalar voxel types, vector/RGB intents,
+  and voxel sizes outside :data:`SPACING_RANGE_MM` (a wrong ``pixdim`` or units).
 
 Every problem is a :class:`~napari_pandg.io.errors.PandgIOError` naming the file.
 """
@@ -27,11 +30,19 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
 from napari_pandg.io.errors import PandgFileNotFoundError, PandgIOError
+from napari_pandg.io.safety import check_writable_folder, exists_message
 from napari_pandg.volume import Volume
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 #: a label map has at most this many distinct values when guessing image vs. labels
 MAX_GUESS_LABELS = 64
+#: plausible voxel size (mm) of an MRI (or CT) volume along each axis. Clinical and research
+#: MRI spans ~0.1 mm (high-resolution small-FOV) to ~10-20 mm (thick-slice localisers);
+#: outside 0.05..50 mm the header is wrong (pixdim in metres or microns, a missing affine),
+#: and resampling to a 2 x 2 x 4 mm model grid would give an empty or gigantic volume.
+SPACING_RANGE_MM = (0.05, 50.0)
+#: NIfTI intent codes of vector-valued voxels (vector, RGB vector, RGBA vector)
+_VECTOR_INTENTS = {1007: "vector", 2003: "RGB vector", 2004: "RGBA vector"}
 
 LabelMap = Mapping[int, int]
 
@@ -138,6 +149,88 @@ def _open(path: Path) -> nib.Nifti1Image:
         except Exception as exc:  # pragma: no cover - exotic formats
             raise PandgIOError(f"{path}: unsupported image type {type(img).__name__}") from exc
     return img
+
+
+def _check_dtype(path: Path, dtype: np.dtype) -> None:
+    dtype = np.dtype(dtype)
+    if dtype.fields:
+        names = "".join(dtype.names or ())
+        kind = {"RGB": "an RGB colour", "RGBA": "an RGBA colour"}.get(names, "a multi-valued")
+        raise PandgIOError(
+            f"{path}: is {kind} image (NIfTI voxel type {dtype}); napari-pandg needs one "
+            "greyscale value per voxel: convert it to a single-channel 3D NIfTI first (e.g. "
+            "the luminance, or the channel that holds the MRI signal)"
+        )
+    if dtype.kind == "c":
+        raise PandgIOError(
+            f"{path}: has complex voxels ({dtype}); napari-pandg does not drop the imaginary "
+            "part silently: save the magnitude image instead (e.g. numpy.abs of the data, or "
+            "the scanner's magnitude reconstruction)"
+        )
+    if dtype.kind not in "biuf":
+        raise PandgIOError(
+            f"{path}: unsupported NIfTI voxel type {dtype}; expected integer or floating-point voxels"
+        )
+
+
+def voxel_spacing(affine: np.ndarray) -> np.ndarray:
+    """Voxel size (mm) along the three storage axes: the column norms of the affine."""
+    return np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+
+
+def check_spacing(path: str | os.PathLike, affine: np.ndarray, units: str | None = None) -> None:
+    """Refuse a non-finite or degenerate affine, or voxel sizes outside :data:`SPACING_RANGE_MM`."""
+    aff = np.asarray(affine, dtype=np.float64)
+    if aff.shape != (4, 4) or not np.isfinite(aff).all():
+        raise PandgIOError(
+            f"{path}: the affine (voxel -> world) holds NaN/Inf values:\n{aff}\nthe header "
+            "(sform/qform/pixdim) is corrupt: fix it, e.g. with nibabel or SimpleITK"
+        )
+    sp = voxel_spacing(aff)
+    lo, hi = SPACING_RANGE_MM
+    if sp.min() < lo or sp.max() > hi:
+        unit_hint = ""
+        if units and units not in ("mm", "unknown"):
+            unit_hint = f" (the header declares spatial units '{units}'; napari-pandg reads mm)"
+        raise PandgIOError(
+            f"{path}: implausible voxel spacing {' x '.join(f'{v:.6g}' for v in sp)} mm{unit_hint}; "
+            f"napari-pandg accepts {lo:g} to {hi:g} mm per axis for MRI volumes. The header "
+            "(pixdim / sform / qform) is probably wrong: set the real voxel size, e.g. with "
+            "nibabel (img.header.set_zooms) or SimpleITK (SetSpacing), and save the file again"
+        )
+    if abs(float(np.linalg.det(aff[:3, :3]))) < 1e-12 * float(np.prod(sp)):
+        raise PandgIOError(
+            f"{path}: the affine maps two voxel axes onto the same direction (degenerate "
+            f"direction cosines):\n{aff}\nfix the sform/qform of the file"
+        )
+
+
+def check_header(path: str | os.PathLike, img: Any) -> None:
+    """Refuse, from the header only, files that cannot be an MRI volume (see module doc)."""
+    path = Path(path)
+    hdr = img.header
+    _check_dtype(path, img.get_data_dtype())
+    try:
+        intent = int(hdr["intent_code"])
+    except (KeyError, TypeError, ValueError):
+        intent = 0
+    if intent in _VECTOR_INTENTS:
+        raise PandgIOError(
+            f"{path}: is a {_VECTOR_INTENTS[intent]} image (NIfTI intent {intent}, shape "
+            f"{tuple(int(s) for s in img.shape)}); napari-pandg needs one greyscale value per "
+            "voxel: export the MRI signal as a single-channel 3D NIfTI"
+        )
+    try:
+        units = hdr.get_xyzt_units()[0]
+    except Exception:  # noqa: BLE001 - exotic headers: no unit hint
+        units = None
+    check_spacing(path, img.affine, units)
+
+
+def check_image_file(path: str | os.PathLike) -> None:
+    """Open ``path`` (header only) and :func:`check_header` it: cheap, before any work."""
+    path = Path(path).expanduser()
+    check_header(path, _open(path))
 
 
 def _spatial_shape(path: Path, shape: tuple[int, ...], channel: int | None) -> tuple[tuple, int | None]:
@@ -298,6 +391,7 @@ def load_volume(
     """
     path = Path(path).expanduser()
     img = _open(path)
+    check_header(path, img)
     data, notes = _read_array(path, img, channel)
     if is_label == "auto":
         is_label = guess_is_label(path, data)
@@ -433,11 +527,8 @@ def save_volume(
     if path.is_dir():
         raise PandgIOError(f"{path}: is a folder; give a file name ending with .nii.gz")
     if path.exists() and not overwrite:
-        raise FileExistsError(
-            f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it"
-        )
-    if not path.parent.exists():
-        raise PandgFileNotFoundError(f"{path.parent}: output folder does not exist; create it first")
+        raise FileExistsError(exists_message(path))
+    check_writable_folder(path.parent if str(path.parent) else Path("."))
 
     affine, header = vol.affine, vol.header
     if like is not None:
