@@ -10,34 +10,54 @@
 Needs ``torch`` and ``monai`` (the ``seg`` extra).
 """
 
-from napari_pandg.models.checkpoint import (
-    DEFAULT_NORMALIZATION,
-    ModelDescription,
-    SegModel,
-    build_model,
-    check_label_map,
-    load_anatomix,
-    load_checkpoint,
-    read_description,
-    save_checkpoint,
-)
-from napari_pandg.models.errors import (
-    ArchitectureMismatchError,
-    CheckpointFormatError,
-    LabelMapError,
-    ModelError,
-    ModelNotFoundError,
-    SegmentationCancelled,
-)
-from napari_pandg.models.inference import run_segment_cli, segment_files, segment_volume
-from napari_pandg.models.registry import (
-    list_models,
-    resolve_model,
-    shipped_model_dir,
-    user_model_dir,
-)
+from __future__ import annotations
 
-__all__ = [
+import importlib
+from typing import Any
+
+# Names are imported on first use (PEP 562), so that ``pandg models`` and the registry do
+# not pay for torch: reading a description needs neither torch nor MONAI.
+_WHERE = {
+    "DEFAULT_NORMALIZATION": "description",
+    "ModelDescription": "description",
+    "read_description_fast": "description",
+    "SegModel": "checkpoint",
+    "build_model": "checkpoint",
+    "check_label_map": "checkpoint",
+    "load_anatomix": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "read_description": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "ArchitectureMismatchError": "errors",
+    "CheckpointFormatError": "errors",
+    "LabelMapError": "errors",
+    "ModelError": "errors",
+    "ModelNotFoundError": "errors",
+    "SegmentationCancelled": "errors",
+    "run_segment_cli": "inference",
+    "segment_files": "inference",
+    "segment_volume": "inference",
+    "list_models": "registry",
+    "resolve_model": "registry",
+    "shipped_model_dir": "registry",
+    "user_model_dir": "registry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
+
+
+__all__ = [  # noqa: F822 - provided by __getattr__
     "DEFAULT_NORMALIZATION",
     "ArchitectureMismatchError",
     "CheckpointFormatError",
@@ -53,6 +73,7 @@ __all__ = [
     "load_anatomix",
     "load_checkpoint",
     "read_description",
+    "read_description_fast",
     "resolve_model",
     "run_segment_cli",
     "save_checkpoint",

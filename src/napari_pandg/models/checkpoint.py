@@ -23,7 +23,6 @@ anatomix feature extractor from ``anatomix.pth`` when the model needs it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pickle
@@ -37,6 +36,16 @@ import torch
 from torch import nn
 
 from napari_pandg.labels import IDS, PANCREAS
+from napari_pandg.models.description import (  # noqa: F401 - re-exported (the public place)
+    DEFAULT_NORMALIZATION,
+    FORMAT,
+    FORMAT_VERSION,
+    ModelDescription,
+    _jsonable,
+    _versions,
+    description_from,
+    validate_label_map,
+)
 from napari_pandg.models.errors import (
     ArchitectureMismatchError,
     CheckpointFormatError,
@@ -49,167 +58,6 @@ from napari_pandg.models.networks import (
     build_feature_extractor,
     build_network,
 )
-from napari_pandg.postprocess import validate_postprocess
-
-FORMAT = "napari-pandg/model"
-FORMAT_VERSION = 1
-
-#: default intensity normalisation (what the trainer uses)
-DEFAULT_NORMALIZATION: dict[str, Any] = {
-    "method": "percentile_zscore",
-    "lower": 0.5,
-    "upper": 99.5,
-    "foreground": "robust_threshold",
-    "threshold": 0.1,
-}
-
-
-def _versions() -> dict[str, str]:
-    out = {"torch": torch.__version__}
-    try:
-        import monai
-
-        out["monai"] = monai.__version__
-    except ImportError:  # pragma: no cover - monai is a hard dependency of this module
-        pass
-    try:
-        from napari_pandg import __version__
-
-        out["napari_pandg"] = __version__
-    except ImportError:  # pragma: no cover
-        pass
-    return out
-
-
-@dataclass
-class ModelDescription:
-    """Everything needed to rebuild a model and run it the way it was trained."""
-
-    name: str = "model"
-    architecture: str = "UNet"
-    arch_kwargs: dict[str, Any] = field(
-        default_factory=lambda: {
-            "channels": [16, 32, 64, 128],
-            "strides": [2, 2, 2],
-            "num_res_units": 1,
-            "norm": "instance",
-        }
-    )
-    in_channels: int = 1
-    out_channels: int = 2
-    #: target voxel size in mm along the model grid axes (after reorientation)
-    spacing: tuple[float, float, float] = (2.0, 2.0, 4.0)
-    orientation: str = "RAS"
-    #: sliding-window ROI (voxels on the model grid)
-    patch_size: tuple[int, int, int] = (96, 96, 32)
-    normalization: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_NORMALIZATION))
-    #: model output index -> AMOS label id
-    label_map: dict[int, int] = field(default_factory=lambda: {0: 0, 1: PANCREAS})
-    #: frozen feature extractor whose output is concatenated to the image (MaskGen), or None
-    feature_extractor: dict[str, Any] | None = None
-    inference: dict[str, Any] = field(
-        default_factory=lambda: {"overlap": 0.5, "sw_batch_size": 2, "mode": "gaussian"}
-    )
-    #: applied to the output-index map on the model grid (:mod:`napari_pandg.postprocess`),
-    #: e.g. ``{"largest_component": [1]}``; chosen on validation (``training/ship_model.py``)
-    postprocess: dict[str, Any] = field(default_factory=dict)
-    method: str = "erm"
-    #: training domains: {"centers": [...], "sequences": [...]}
-    domains: dict[str, list[str]] = field(default_factory=lambda: {"centers": [], "sequences": []})
-    val_metrics: dict[str, Any] = field(default_factory=dict)
-    command: str = ""
-    versions: dict[str, str] = field(default_factory=_versions)
-    created: str = ""
-    source_format: str = "napari-pandg"
-    notes: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.spacing = tuple(float(s) for s in self.spacing)  # type: ignore[assignment]
-        self.patch_size = tuple(int(s) for s in self.patch_size)  # type: ignore[assignment]
-        self.label_map = {int(k): int(v) for k, v in dict(self.label_map).items()}
-        if len(self.spacing) != 3 or min(self.spacing) <= 0:
-            raise ModelError(f"spacing must be 3 positive numbers (mm), got {self.spacing}")
-        if len(self.patch_size) != 3 or min(self.patch_size) < 1:
-            raise ModelError(f"patch_size must be 3 positive integers, got {self.patch_size}")
-        validate_label_map(self.label_map, self.out_channels, what=f"model {self.name!r}")
-        try:
-            self.postprocess = validate_postprocess(self.postprocess, self.out_channels, f"model {self.name!r}")
-        except ValueError as exc:
-            raise ModelError(str(exc)) from None
-
-    # ------------------------------------------------------------------ (de)serialise
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["spacing"] = list(self.spacing)
-        d["patch_size"] = list(self.patch_size)
-        # JSON object keys are strings; keep ints in torch.save but make it JSON-safe too
-        d["label_map"] = {int(k): int(v) for k, v in self.label_map.items()}
-        return _jsonable(d)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ModelDescription:
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in d.items() if k in known}
-        extra = dict(kwargs.pop("extra", {}) or {})
-        extra.update({k: v for k, v in d.items() if k not in known})
-        if "label_map" in kwargs:
-            kwargs["label_map"] = {int(k): int(v) for k, v in kwargs["label_map"].items()}
-        return cls(**kwargs, extra=extra)
-
-    def summary(self) -> str:
-        labels = ", ".join(f"{k}->{v}" for k, v in sorted(self.label_map.items()))
-        fx = " + frozen features" if self.feature_extractor else ""
-        pp = "".join(f", {k} {v}" for k, v in self.postprocess.items())
-        return (
-            f"{self.name}: {self.architecture}{fx} ({self.method}{pp}), spacing "
-            f"{'x'.join(f'{s:g}' for s in self.spacing)} mm {self.orientation}, patch "
-            f"{'x'.join(map(str, self.patch_size))}, labels {{{labels}}}, trained on "
-            f"centers {self.domains.get('centers', [])} sequences {self.domains.get('sequences', [])}"
-        )
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {
-            (int(k) if isinstance(k, int) and not isinstance(k, bool) else str(k)): _jsonable(v)
-            for k, v in obj.items()
-        }
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if obj is None or type(obj) is bool:
-        return obj
-    if isinstance(obj, str):  # also str subclasses such as torch.__version__
-        return str(obj)
-    if isinstance(obj, (bool, int)) and not hasattr(obj, "dtype"):
-        return int(obj)
-    if isinstance(obj, float) and not hasattr(obj, "dtype"):
-        return float(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item"):  # numpy / torch scalars
-        try:
-            return obj.item()
-        except (ValueError, RuntimeError):
-            pass
-    return str(obj)
-
-
-def validate_label_map(label_map: Mapping[int, int], out_channels: int, what: str = "model") -> None:
-    """The label map must give an AMOS id for every output index 0..out_channels-1."""
-    keys = sorted(int(k) for k in label_map)
-    if keys != list(range(out_channels)):
-        raise LabelMapError(
-            f"{what}: label map {dict(label_map)} must map every output index "
-            f"0..{out_channels - 1} to a label id (it maps {keys})"
-        )
-    if int(label_map[0]) != 0:
-        raise LabelMapError(f"{what}: output index 0 must be background (0), got {label_map[0]}")
-    vals = [int(v) for v in label_map.values()]
-    if min(vals) < 0 or max(vals) > 255:
-        raise LabelMapError(f"{what}: label ids must be in 0..255, got {sorted(set(vals))}")
-
-
 def check_label_map(
     desc: ModelDescription, expected: Mapping[int, int] | None, path: str | os.PathLike = ""
 ) -> None:
@@ -268,6 +116,8 @@ def load_state_dict_checked(
         for k in own
         if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
     ]
+    if not (missing or unexpected or shape_bad):
+        check_finite_weights(state, path)
     if missing or unexpected or shape_bad:
         parts = []
         if missing:
@@ -280,6 +130,20 @@ def load_state_dict_checked(
             f"{path}: the weights do not fit the expected architecture {what}: " + "; ".join(parts)
         )
     net.load_state_dict(state, strict=True)
+
+
+def check_finite_weights(state: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Refuse NaN/Inf in any floating-point tensor of a state dict (names the first one)."""
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_complex()):
+            finite = torch.isfinite(value)
+            if not bool(finite.all()):
+                n_bad = int(finite.numel() - int(finite.sum()))
+                raise CheckpointFormatError(
+                    f"{path}: the weights are not finite: tensor {key!r} {tuple(value.shape)} holds "
+                    f"{n_bad} NaN/Inf value(s); the training diverged or the file is corrupt: use "
+                    "another checkpoint (e.g. best.pt of the run, or retrain with a lower learning rate)"
+                )
 
 
 # --------------------------------------------------------------------------- save
@@ -410,16 +274,7 @@ def read_description(path: str | os.PathLike) -> ModelDescription:
 
 
 def _description_from(path: Path, obj: Mapping[str, Any]) -> ModelDescription:
-    version = obj.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointFormatError(
-            f"{path}: checkpoint format version {version!r} is newer than this napari-pandg "
-            f"understands ({FORMAT_VERSION}); update napari-pandg"
-        )
-    try:
-        return ModelDescription.from_dict(obj["description"])
-    except (KeyError, TypeError) as exc:
-        raise CheckpointFormatError(f"{path}: the model description is incomplete: {exc}") from exc
+    return description_from(path, obj, CheckpointFormatError)
 
 
 def _load_pandg(path: Path, obj: Mapping[str, Any]) -> SegModel:
@@ -486,6 +341,17 @@ def maskgen_description(args: Mapping[str, Any], path: str | os.PathLike = "") -
             "instance_norm": True,
             "source": "anatomix.pth",
         }
+    try:
+        return _maskgen_description(args, path, method, in_ch, fx)
+    except ModelError as exc:
+        if not path:
+            raise
+        raise type(exc)(f"{path}: invalid MaskGen model arguments: {exc}") from None
+
+
+def _maskgen_description(
+    args: Mapping[str, Any], path: str | os.PathLike, method: str, in_ch: int, fx: dict[str, Any] | None
+) -> ModelDescription:
     return ModelDescription(
         name=Path(path).parent.name or Path(path).stem if path else "maskgen",
         architecture="PlainUnet",

@@ -219,40 +219,21 @@ def segment_files(
     """
     from napari_pandg.io import load_volume, save_volume
 
-    m = as_model(model, device)
     if manifest is None:
         if input is None or output is None:
             raise ModelError("give input and output files, or a manifest and an output folder")
-        output = Path(output)
-        if output.exists() and not overwrite:
-            raise FileExistsError(f"{output} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-        vol = load_volume(input)
+        output = _check_single(input, output, overwrite)
+        vol = load_volume(input)  # validated (dtype, spacing, NaN) before the model is loaded
+        m = as_model(model, device)
         seg = segment_volume(m, vol, progress=progress, cancel=cancel)
         return [save_volume(seg, output, overwrite=overwrite, like=vol)]
 
-    from napari_pandg.io import read_index
-
     if out_dir is None:
         raise ModelError("segmenting a manifest needs an output folder (out_dir / --out-dir)")
-    df = read_index(manifest)
-    if centers:
-        df = df[df["center"].isin(list(centers))]
-    if sequences:
-        df = df[df["sequence"].isin(list(sequences))]
-    if df.empty:
-        raise ModelError(f"{manifest}: no images left after filtering centers={centers} sequences={sequences}")
+    df, rows, targets = _check_manifest(manifest, out_dir, overwrite, centers, sequences)
     out_dir = Path(out_dir)
+    m = as_model(model, device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = df.to_dict("records")
-    targets = [out_dir / _prediction_name(r, Path(r["image"])) for r in rows]
-    if len(set(targets)) != len(targets):
-        raise ModelError(f"{manifest}: several images map to the same output name in {out_dir}")
-    existing = [t for t in targets if t.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"{len(existing)} output(s) already exist in {out_dir} (e.g. {existing[0].name}); "
-            "pass overwrite=True (CLI: --overwrite) to replace them"
-        )
     written: list[Path] = []
     for i, (row, target) in enumerate(zip(rows, targets, strict=True)):
         if cancel is not None and cancel():
@@ -272,6 +253,60 @@ def segment_files(
     return written
 
 
+def _check_single(input: str | os.PathLike, output: str | os.PathLike, overwrite: bool) -> Path:
+    """Before any work: the input is a usable image, the output is new (or ``overwrite``),
+    never the input (even with ``overwrite``), and its folder is writable."""
+    from napari_pandg.io.nifti import NIFTI_SUFFIXES, check_image_file
+    from napari_pandg.io.safety import check_output_file
+
+    output = check_output_file(output, overwrite=overwrite, inputs=[input], suffixes=NIFTI_SUFFIXES,
+                               what="output mask")  # fmt: skip
+    check_image_file(input)
+    return output
+
+
+def _check_manifest(
+    manifest: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    overwrite: bool,
+    centers: Sequence[str] | None = None,
+    sequences: Sequence[str] | None = None,
+) -> tuple[Any, list[dict[str, Any]], list[Path]]:
+    """Before any work: every listed image exists and is usable, ``out_dir`` can be written,
+    and no prediction (nor predictions.csv) would replace a listed file or, without
+    ``overwrite``, an earlier prediction."""
+    from napari_pandg.io import read_index
+    from napari_pandg.io.nifti import check_image_file
+    from napari_pandg.io.safety import check_output_folder, check_outputs_not_inputs
+
+    df = read_index(manifest)
+    if centers:
+        df = df[df["center"].isin(list(centers))]
+    if sequences:
+        df = df[df["sequence"].isin(list(sequences))]
+    if df.empty:
+        raise ModelError(f"{manifest}: no images left after filtering centers={centers} sequences={sequences}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ModelError(f"{out_dir}: the output folder is a file")
+    rows = df.to_dict("records")
+    targets = [out_dir / _prediction_name(r, Path(r["image"])) for r in rows]
+    if len(set(targets)) != len(targets):
+        raise ModelError(f"{manifest}: several images map to the same output name in {out_dir}")
+    inputs = [manifest, *(r["image"] for r in rows), *(r.get("label") for r in rows)]
+    check_outputs_not_inputs([*targets, out_dir / "predictions.csv"], inputs, "prediction")
+    existing = [t for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{len(existing)} output(s) already exist in {out_dir} (e.g. {existing[0].name}); "
+            "pass overwrite=True (CLI: --overwrite) to replace them"
+        )
+    check_output_folder(out_dir)
+    for r in rows:
+        check_image_file(r["image"])
+    return df, rows, targets
+
+
 def run_segment_cli(
     model: str | os.PathLike,
     input: str | os.PathLike | None = None,
@@ -283,6 +318,15 @@ def run_segment_cli(
 ) -> list[Path]:
     """``pandg segment``: prints what it does; returns the written files."""
     t0 = time.perf_counter()
+    # refuse bad inputs and outputs before loading the model (segment_files checks again)
+    if manifest is None:
+        if input is None or output is None:
+            raise ModelError("give --input and --output, or --manifest and --out-dir")
+        _check_single(input, output, overwrite)
+    else:
+        if out_dir is None:
+            raise ModelError("segmenting a manifest needs --out-dir")
+        _check_manifest(manifest, out_dir, overwrite)
     m = as_model(model, device)
     print(m.description.summary(), flush=True)
 

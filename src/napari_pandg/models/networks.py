@@ -24,9 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from napari_pandg.models.description import ARCHITECTURES
 from napari_pandg.models.errors import ModelError
-
-ARCHITECTURES = ("UNet", "DynUNet", "PlainUnet")
 
 
 class PlainUnet(nn.Module):

@@ -56,15 +56,24 @@ def _all() -> dict[str, tuple[Path, str]]:
 def list_models(describe: bool = True) -> pd.DataFrame:
     """One row per model: name, source (shipped/user), path and, with ``describe``, the
     method, architecture, spacing, label map, training domains and validation Dice read from
-    the checkpoint (``error`` is filled for unreadable files instead of raising)."""
-    from napari_pandg.models.checkpoint import read_description
+    the checkpoint (``error`` is filled for unreadable files instead of raising).
+
+    Descriptions are read without torch and without building any network
+    (:func:`~napari_pandg.models.description.read_description_fast`); only files that reader
+    does not handle (MaskGen ``.pth``, legacy pickles, broken files) go through ``torch.load``.
+    """
+    from napari_pandg.models.description import read_description_fast
 
     rows = []
     for name, (path, source) in sorted(_all().items()):
         row: dict[str, object] = {"name": name, "source": source, "path": str(path)}
         if describe:
             try:
-                d = read_description(path)
+                d = read_description_fast(path)
+                if d is None:
+                    from napari_pandg.models.checkpoint import read_description
+
+                    d = read_description(path)
                 row.update(
                     {
                         "method": d.method,
