@@ -76,10 +76,14 @@ def write_mask_nifti(mask: np.ndarray, like, output_path: Path, overwrite: bool 
     """Write a uint8 mask on the grid of the nibabel image ``like``, atomically."""
     import nibabel as nib
 
+    from napari_pandg.io.safety import check_output_file
+
     output_path = Path(output_path)
     suffix = _nifti_suffix(output_path)
     if output_path.exists() and not overwrite:
         raise FileExistsError(f"{output_path} exists; pass --overwrite (overwrite=True in Python) to replace it")
+    src = getattr(like, "get_filename", lambda: None)()
+    check_output_file(output_path, overwrite=overwrite, inputs=[src], create_parent=True)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     header = like.header.copy() if hasattr(like, "header") else None
     img = nib.Nifti1Image(np.asarray(mask, dtype=np.uint8), like.affine, header=header)
@@ -137,23 +141,46 @@ def run_sam_cli(
     """
     import nibabel as nib
 
+    from napari_pandg.io.nifti import check_header
+    from napari_pandg.io.safety import check_output_file
     from napari_pandg.sam.model import load_sam_model
     from napari_pandg.sam.segmenter import VolumeSegmenter
 
     input_path, output_path = Path(input_path), Path(output_path)
     _nifti_suffix(output_path)
+    # the output never replaces the input, even with overwrite (checked before anything else)
+    check_output_file(output_path, overwrite=True, inputs=[input_path], create_parent=True)
     if output_path.exists() and not overwrite:
         raise FileExistsError(f"{output_path} exists; pass --overwrite (overwrite=True in Python) to replace it")
     if not input_path.is_file():
         raise FileNotFoundError(f"input image not found: {input_path}")
+    if z_range is not None:
+        z_lo, z_hi = (int(v) for v in z_range)
+        if z_lo > z_hi:
+            raise SamPromptError(f"--z-range {z_lo} {z_hi}: the first slice must not be above the last")
     if not box and not points:
         raise SamPromptError("give --box and/or --points")
     key_box = parse_box(box) if box else None
     pts = parse_points(points) if points else []
     key_z = key_box[0] if key_box else pts[0][0]
 
-    img = nib.load(str(input_path))
-    data = np.asanyarray(img.dataobj)
+    try:
+        img = nib.load(str(input_path))
+    except Exception as exc:  # noqa: BLE001 - corrupt, truncated or foreign file
+        raise SamPromptError(
+            f"{input_path}: cannot read it as NIfTI ({type(exc).__name__}: {exc}); export it again"
+        ) from None
+    try:
+        check_header(input_path, img)  # complex, RGB/vector voxels, implausible spacing
+    except ValueError as exc:
+        raise SamPromptError(str(exc)) from None
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # noqa: BLE001 - truncated data / bad gzip stream
+        raise SamPromptError(
+            f"{input_path}: cannot read the voxel data ({type(exc).__name__}: {exc}); the file is "
+            "truncated or corrupt: export it again"
+        ) from None
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -206,15 +233,23 @@ def add_sam_arguments(parser) -> None:
     parser.add_argument("--config", default="sam2.1_hiera_t", help="sam2.1_hiera_t|s|b+|l")
     parser.add_argument("--image-size", type=int, default=512, help="model input size (MedSAM2: 512)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--modality", default="mri", choices=["mri", "ct"])
+    parser.add_argument(
+        "--modality", default="mri", choices=["mri", "ct"],
+        help="intensity normalisation to 0-255: mri (0.5-99.5 percentile clipping, default) or ct (--ct-window)",
+    )
     parser.add_argument("--ct-window", default=None, help="CT preset (abdomen, lung, ...)")
-    parser.add_argument("--z-range", type=int, nargs=2, default=None, metavar=("ZLO", "ZHI"))
+    parser.add_argument(
+        "--z-range", type=int, nargs=2, default=None, metavar=("ZLO", "ZHI"),
+        help="propagate only between slices ZLO and ZHI (inclusive; default: the whole volume)",
+    )
     parser.add_argument(
         "--cache-dir", default=None,
         help="keep slice features (image embeddings) in this folder; reruns on the same image and "
         "checkpoint skip the encoder (~4.2 MB per slice at 512 px)",
     )
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output (never the --input image)"
+    )
 
 
 def run_from_args(args) -> Path:
