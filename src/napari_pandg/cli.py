@@ -7,6 +7,7 @@ here, so every feature is equally reachable from Python.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ examples:
   pandg index /data/AMOS22 --out amos_mri.csv
   pandg sam --checkpoint MedSAM2_latest.pt --input t1.nii.gz --box 40,100,90,160,150 --output mask.nii.gz
   pandg train training/configs/erm.yaml data.manifest=data/manifest.csv
-  pandg segment --model erm_A_t1fs_venous --input t2.nii.gz --output t2_pancreas.nii.gz
+  pandg segment --model synth_A_t1fs_venous --input t2.nii.gz --output t2_pancreas.nii.gz
   pandg models
   pandg benchmark data/manifest.csv --models erm_A_t1fs_venous,gin_A_t1fs_venous --out-dir bench
   pandg embed data/manifest.csv --out-dir umap --centers A,B
@@ -33,29 +34,45 @@ def _csv_list(text: str) -> list[str]:
     return items
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose ``description`` may be a callable, filled in only when help is
+    shown (so building the parser imports nothing heavy, e.g. the phantom for its centers)."""
+
+    def format_help(self) -> str:
+        if callable(self.description):
+            self.description = self.description()
+        return super().format_help()
+
+
 def _print_progress(done: int, total: int, what: str) -> None:
     print(f"[{done}/{total}] {what}", flush=True)
 
 
 # --------------------------------------------------------------------------- synth
-def _add_synth(sub: argparse._SubParsersAction) -> None:
+def _synth_description() -> str:
     from napari_pandg.phantom import CENTERS, SEQUENCES
 
+    return (
+        "Generate phantom subjects (NIfTI images + AMOS-id label maps) for every center and "
+        "sequence, and DIR/manifest.csv indexing them. Subjects are generated per center: "
+        "--subjects 4 --centers A,B gives 8 subjects. Deterministic for a given --seed. "
+        f"Centers: {', '.join(CENTERS)}. Sequences: {', '.join(SEQUENCES)}."
+    )
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "synth",
         help="generate the physics-based multi-sequence, multi-center phantom dataset",
-        description=(
-            "Generate phantom subjects (NIfTI images + AMOS-id label maps) for every center and "
-            "sequence, and DIR/manifest.csv indexing them. Subjects are generated per center: "
-            "--subjects 4 --centers A,B gives 8 subjects. Deterministic for a given --seed. "
-            f"Centers: {', '.join(CENTERS)}. Sequences: {', '.join(SEQUENCES)}."
-        ),
+        description=_synth_description,
     )
     p.add_argument("--out", required=True, type=Path, help="output folder (must be empty)")
     p.add_argument("--subjects", type=int, default=2, help="subjects per center (default 2)")
-    p.add_argument("--centers", type=_csv_list, default=list(CENTERS), help="comma list")
-    p.add_argument("--sequences", type=_csv_list, default=list(SEQUENCES), help="comma list")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--centers", type=_csv_list, default=None,
+                   help="comma list of phantom centers, e.g. A,B (default: all; listed above)")
+    p.add_argument("--sequences", type=_csv_list, default=None,
+                   help="comma list of sequences, e.g. t1fs_venous,t2 (default: all; listed above)")
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same data (default 0)")
     p.add_argument(
         "--first-index", type=int, default=1,
         help="index of the first subject per center (ids <center><index:03d>); give a test set "
@@ -79,6 +96,8 @@ def _check_choices(values: Sequence[str], allowed: Sequence[str], what: str) -> 
 def _run_synth(args: argparse.Namespace) -> int:
     from napari_pandg.phantom import CENTERS, SEQUENCES, write_dataset
 
+    args.centers = list(args.centers or CENTERS)
+    args.sequences = list(args.sequences or SEQUENCES)
     _check_choices(args.centers, list(CENTERS), "center(s)")
     _check_choices(args.sequences, list(SEQUENCES), "sequence(s)")
     if args.subjects < 1:
@@ -104,28 +123,34 @@ def _run_synth(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- synth-eval
-def _add_synth_eval(sub: argparse._SubParsersAction) -> None:
+def _synth_eval_description() -> str:
     from napari_pandg.evalsim import CENTERS as EVAL_CENTERS
     from napari_pandg.evalsim import SEQUENCES as EVAL_SEQUENCES
 
+    return (
+        "Generate an evaluation set the training phantom cannot produce (napari_pandg.evalsim, "
+        "see docs/evalsim.md): metaball / convex-hull / sweep anatomy, its own signal model, "
+        "centers with RAS, LPS, LAS, slice-first and oblique storage. Writes DIR/imagesTr, "
+        "DIR/labelsTr and DIR/manifest.csv in the layout `pandg benchmark` reads; subject ids "
+        f"<center>_<index:03d>. Centers: {', '.join(EVAL_CENTERS)}. "
+        f"Sequences: {', '.join(EVAL_SEQUENCES)}."
+    )
+
+
+def _add_synth_eval(sub: argparse._SubParsersAction) -> None:
+    # evalsim is imported only for help (description) and when run: building the parser for
+    # any other command must stay cheap (`pandg models` < 2 s)
     p = sub.add_parser(
         "synth-eval",
         help="generate the independent evaluation set (evalsim: other anatomy, signal code and centers)",
-        description=(
-            "Generate an evaluation set the training phantom cannot produce (napari_pandg.evalsim, "
-            "see docs/evalsim.md): metaball / convex-hull / sweep anatomy, its own signal model, "
-            "centers with RAS, LPS, LAS, slice-first and oblique storage. Writes DIR/imagesTr, "
-            "DIR/labelsTr and DIR/manifest.csv in the layout `pandg benchmark` reads; subject ids "
-            f"<center>_<index:03d>. Centers: {', '.join(EVAL_CENTERS)}. "
-            f"Sequences: {', '.join(EVAL_SEQUENCES)}."
-        ),
+        description=_synth_eval_description,
     )
     p.add_argument("--out", required=True, type=Path, help="output folder (must be empty unless --overwrite)")
     p.add_argument("--subjects", type=int, default=4, help="subjects per center (default 4)")
-    p.add_argument("--centers", type=_csv_list, default=list(EVAL_CENTERS),
-                   help=f"comma list of centers (default {','.join(EVAL_CENTERS)})")  # fmt: skip
-    p.add_argument("--sequences", type=_csv_list, default=list(EVAL_SEQUENCES),
-                   help=f"comma list of sequences (default {','.join(EVAL_SEQUENCES)})")  # fmt: skip
+    p.add_argument("--centers", type=_csv_list, default=None,
+                   help="comma list of centers (default: all, listed above)")  # fmt: skip
+    p.add_argument("--sequences", type=_csv_list, default=None,
+                   help="comma list of sequences (default: all, listed above)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="dataset seed; per-subject seeds derive from it (default 0)")
     p.add_argument("--first-index", type=int, default=1, help="index of the first subject per center (default 1)")
     p.add_argument("--fine-spacing", type=float, default=1.25,
@@ -142,6 +167,8 @@ def _run_synth_eval(args: argparse.Namespace) -> int:
     from napari_pandg.evalsim import SEQUENCES as EVAL_SEQUENCES
     from napari_pandg.evalsim import write_eval_dataset
 
+    args.centers = list(args.centers or EVAL_CENTERS)
+    args.sequences = list(args.sequences or EVAL_SEQUENCES)
     _check_choices(args.centers, list(EVAL_CENTERS), "center(s)")
     _check_choices(args.sequences, list(EVAL_SEQUENCES), "sequence(s)")
     if args.subjects < 1:
@@ -184,7 +211,12 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
 
 def _run_index(args: argparse.Namespace) -> int:
     from napari_pandg.io import build_index, write_index
+    from napari_pandg.io.safety import check_output_file
 
+    # before scanning: --out must not be the dataset's own manifest (pandg layout) or CSV,
+    # and its folder must be writable (write_index checks the indexed files too)
+    root = Path(args.root).expanduser()
+    check_output_file(args.out, overwrite=args.overwrite, inputs=[root, root / "manifest.csv"], what="index CSV")
     df = build_index(args.root, layout=args.layout)
     write_index(df, args.out, overwrite=args.overwrite)
     layout = df["layout"].iloc[0] if len(df) else args.layout
@@ -208,9 +240,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
             "one subject when a display exists (use --no-viewer to skip)."
         ),
     )
-    p.add_argument("--out", type=Path, default=Path("pandg_demo_out"))
+    p.add_argument("--out", type=Path, default=Path("pandg_demo_out"),
+                   help="output folder for the data, montages and screenshots (default pandg_demo_out)")
     p.add_argument("--subjects", type=int, default=1, help="subjects per center (default 1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the phantom (default 0)")
     p.add_argument("--overwrite", action="store_true", help="reuse a non-empty --out folder")
     p.add_argument("--no-viewer", action="store_true", help="do not open an interactive viewer")
     p.add_argument("--no-models", action="store_true", help="skip segmenting with the shipped models")
@@ -299,7 +332,6 @@ def _add_train_features(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("manifest", type=Path, help="dataset index (manifest.csv)")
     p.add_argument("--out", required=True, type=Path, help="features checkpoint to write (.pt)")
-    p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--patch-size", type=_csv_list, default=["64", "64", "32"],
                    help="X,Y,Z voxels at 2 x 2 x 4 mm, divisible by 8 (default 64,64,32)")
     p.add_argument("--centers", type=_csv_list, default=None, help="comma list (default: all)")
@@ -308,7 +340,8 @@ def _add_train_features(sub: argparse._SubParsersAction) -> None:
         "--split-from", type=Path, default=None,
         help="a run's split.csv: use only its 'train' subjects",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=2000, help="training steps (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=_run_train_features)
 
@@ -353,8 +386,10 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", type=Path, help="mask to write (with --input)")
     p.add_argument("--manifest", type=Path, help="dataset index / manifest CSV (instead of --input)")
     p.add_argument("--out-dir", type=Path, help="output folder (with --manifest)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to run the network (default auto: cuda when available)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing output masks (never the input image)")
     p.set_defaults(func=_run_segment)
 
 
@@ -417,12 +452,14 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("manifest", type=Path, help="dataset index / manifest CSV or dataset folder")
     p.add_argument("--models", required=True, help="comma list of model names, checkpoints or run folders")
-    p.add_argument("--out-dir", required=True, type=Path)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--out-dir", required=True, type=Path,
+                   help="folder for per_case.csv, the Dice matrices, summary.csv and report.html")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to run the networks (default auto: cuda when available)")
     p.add_argument("--max-cases-per-cell", type=int, default=None, help="deterministic subsample per cell")
     p.add_argument("--include-training-subjects", action="store_true", help="also score training/validation subjects")
     p.add_argument("--save-predictions", action="store_true", help="write every predicted mask")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out-dir")
     p.set_defaults(func=_run_benchmark)
 
 
@@ -458,19 +495,20 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("manifest", type=Path, help="dataset index / manifest CSV or dataset folder")
-    p.add_argument("--out-dir", required=True, type=Path)
+    p.add_argument("--out-dir", required=True, type=Path,
+                   help="folder for the patch tables, separation scores and UMAP plots")
     p.add_argument("--features", type=_csv_list, default=["anatomy", "intensity"],
                    help="comma list of anatomy,intensity (default both)")  # fmt: skip
     p.add_argument("--feature-source", default=None, help="features checkpoint or anatomix.pth (default: shipped)")
-    p.add_argument("--centers", type=_csv_list, default=None)
-    p.add_argument("--sequences", type=_csv_list, default=None)
-    p.add_argument("--subjects", type=_csv_list, default=None)
+    p.add_argument("--centers", type=_csv_list, default=None, help="comma list of centers (default: all)")
+    p.add_argument("--sequences", type=_csv_list, default=None, help="comma list of sequences (default: all)")
+    p.add_argument("--subjects", type=_csv_list, default=None, help="comma list of subject ids (default: all)")
     p.add_argument("--patch", type=_csv_list, default=["16", "16", "8"], help="block size in voxels (default 16,16,8)")
-    p.add_argument("--n-neighbors", type=int, default=15)
-    p.add_argument("--min-dist", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-neighbors", type=int, default=15, help="UMAP n_neighbors (default 15)")
+    p.add_argument("--min-dist", type=float, default=0.1, help="UMAP min_dist (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of patch sampling and UMAP (default 0)")
     p.add_argument("--cache-dir", type=Path, default=None, help="per-volume patch tables (default OUT_DIR/.cache)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out-dir")
     p.set_defaults(func=_run_embed)
 
 
@@ -505,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     from napari_pandg import __version__
 
     parser.add_argument("--version", action="version", version=f"napari-pandg {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_synth(sub)
     _add_synth_eval(sub)
     _add_index(sub)
@@ -520,6 +558,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def cli_wording(message: str, has_overwrite: bool = True) -> str:
+    """Library messages name the Python keyword (``overwrite=True``); on the command line the
+    flag is ``--overwrite``."""
+    if not has_overwrite:
+        return message
+    message = message.replace("overwrite=True (CLI: --overwrite)", "--overwrite")
+    message = message.replace("--overwrite (overwrite=True in Python)", "--overwrite")
+    return re.sub(r"\boverwrite=True\b", "--overwrite", message)
+
+
+def _os_error_message(exc: OSError) -> str:
+    where = exc.filename if exc.filename is not None else ""
+    if exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    return f"{where}: {exc.strerror or exc}" if where else str(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -528,11 +583,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from napari_pandg.sam.errors import SamError
 
+    has_overwrite = hasattr(args, "overwrite")
     try:
         return int(args.func(args) or 0)
     except (FileExistsError, FileNotFoundError, ValueError, SamError) as exc:
         # Library errors carry the file and the fix; show them without a traceback.
-        print(f"pandg {args.command}: error: {exc}", file=sys.stderr)
+        print(f"pandg {args.command}: error: {cli_wording(str(exc), has_overwrite)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.filename is None:  # not about a file the user named: an internal error
+            raise
+        # a permission, read-only file system or full disk on a file the user chose
+        print(f"pandg {args.command}: error: {_os_error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
