@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -23,11 +24,10 @@ from qtpy.QtWidgets import (
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
-from napari_pandg._qt._common import report_error
+from napari_pandg._qt._common import report_error, scrolling_layout
 from napari_pandg.layerdata import apply_radiological_view, style_labels_layer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,7 +64,17 @@ class DatasetWidget(QWidget):
         )
         self.table = QTableWidget(0, len(SHOWN_COLUMNS))
         self.table.setHorizontalHeaderLabels(list(SHOWN_COLUMNS))
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()
+        # columns as wide as their header and values (Stretch squeezed "sequence" and
+        # "field_strength" to "equence" / "d_streng"); the table scrolls sideways when narrow
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(True)
+        header.setTextElideMode(Qt.TextElideMode.ElideNone)
+        for c, col in enumerate(SHOWN_COLUMNS):
+            self.table.horizontalHeaderItem(c).setToolTip(col)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.verticalHeader().setVisible(False)
+        self.table.resizeColumnsToContents()
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.load_btn = QPushButton("Load subject")
@@ -87,7 +97,7 @@ class DatasetWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.load_btn)
         buttons.addWidget(self.cancel_btn)
-        lay = QVBoxLayout(self)
+        lay = scrolling_layout(self)
         lay.addLayout(row)
         lay.addWidget(self.index_btn)
         lay.addLayout(form)
@@ -196,9 +206,13 @@ class DatasetWidget(QWidget):
         for r, (_, row) in enumerate(df.iterrows()):
             for c, col in enumerate(SHOWN_COLUMNS):
                 value = row.get(col, "")
+                full = "" if pd.isna(value) else str(value)
                 if col == "label":
                     value = Path(str(value)).name if isinstance(value, str) and value else "—"
-                self.table.setItem(r, c, QTableWidgetItem("" if pd.isna(value) else str(value)))
+                item = QTableWidgetItem("" if pd.isna(value) else str(value))
+                item.setToolTip(full)
+                self.table.setItem(r, c, item)
+        self.table.resizeColumnsToContents()
 
     # ------------------------------------------------------------------ loading
     def load_subject(self, subject: str | None = None) -> Any:

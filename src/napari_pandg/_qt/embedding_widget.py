@@ -22,17 +22,18 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
-from napari_pandg._qt._common import WorkerControls
+from napari_pandg._qt._common import WorkerControls, scrolling_layout
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
 COLOUR_BY = ("sequence", "center", "organ", "subject")
 SELECTION_PREFIX = "UMAP selection"
+#: shown in the plot before there is an embedding
+EMPTY_PLOT_HINT = "Compute an embedding (or open a\npatches CSV) to see the UMAP"
 
 
 class EmbeddingWidget(WorkerControls, QWidget):
@@ -87,7 +88,8 @@ class EmbeddingWidget(WorkerControls, QWidget):
         self.show_btn = QPushButton("Show selection on volumes")
         self.show_btn.setEnabled(False)
         self.show_btn.clicked.connect(lambda: self.show_selection())
-        self.clear_btn = QPushButton("Clear selection")
+        self.clear_btn = QPushButton("Clear")
+        self.clear_btn.setToolTip("Clear the selection")
         self.clear_btn.clicked.connect(lambda: self.select([]))
         sel_row = QHBoxLayout()
         sel_row.addWidget(self.show_btn)
@@ -97,7 +99,7 @@ class EmbeddingWidget(WorkerControls, QWidget):
         self.status = QLabel("Choose data and compute, or open a patches CSV.")
         self.status.setWordWrap(True)
 
-        lay = QVBoxLayout(self)
+        lay = scrolling_layout(self)
         lay.addLayout(form)
         lay.addLayout(buttons)
         lay.addWidget(self.progress)
@@ -106,6 +108,7 @@ class EmbeddingWidget(WorkerControls, QWidget):
         lay.addWidget(self.measures)
         lay.addWidget(self.status)
         lay.addStretch(1)
+        self.redraw()
 
     # ------------------------------------------------------------------ inputs
     def _choose_source(self) -> None:
@@ -192,8 +195,12 @@ class EmbeddingWidget(WorkerControls, QWidget):
 
         self.ax.clear()
         if self.table is None or self.table.empty:
+            self.ax.set_axis_off()  # a hint, not an empty 0-1 axis
+            self.ax.text(0.5, 0.5, EMPTY_PLOT_HINT, ha="center", va="center", fontsize=9, color="0.35",
+                         wrap=True, transform=self.ax.transAxes)  # fmt: skip
             self.canvas.draw_idle()
             return
+        self.ax.set_axis_on()
         cats, rgba = self.colours()
         xy = self.table[["UMAP0", "UMAP1"]].to_numpy()
         self._scatter = self.ax.scatter(xy[:, 0], xy[:, 1], s=5, c=rgba, linewidths=0)

@@ -25,16 +25,23 @@ from qtpy.QtWidgets import (
     QListWidget,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
-from napari_pandg._qt._common import WorkerControls, layer_names, report_error, set_combo_items
+from napari_pandg._qt._common import (
+    WorkerControls,
+    report_error,
+    scrolling_layout,
+    set_combo_items,
+    set_layer_combo,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
 AS_IS = 0  # label value spin box: 0 = keep the layer's ids
+#: shown in the plot before the first epoch
+EMPTY_PLOT_HINT = "The learning curve (loss, validation Dice)\nappears when fine-tuning starts"
 
 
 class _Signals(QObject):
@@ -118,7 +125,7 @@ class FinetuneWidget(WorkerControls, QWidget):
         self.status = QLabel("Pair each image with its corrected labels, then fine-tune.")
         self.status.setWordWrap(True)
 
-        lay = QVBoxLayout(self)
+        lay = scrolling_layout(self)
         lay.addLayout(form)
         lay.addLayout(buttons)
         lay.addWidget(self.progress)
@@ -129,7 +136,9 @@ class FinetuneWidget(WorkerControls, QWidget):
         self.refresh_models()
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self.viewer.layers.selection.events.active.connect(self._refresh_layers)
         self._refresh_layers()
+        self._plot()
 
     # ------------------------------------------------------------------ inputs
     def refresh_models(self) -> None:
@@ -143,8 +152,8 @@ class FinetuneWidget(WorkerControls, QWidget):
         set_combo_items(self.model_combo, names)
 
     def _refresh_layers(self, *_: Any) -> None:
-        set_combo_items(self.image_combo, layer_names(self.viewer, "Image"))
-        set_combo_items(self.label_combo, layer_names(self.viewer, "Labels"))
+        set_layer_combo(self.image_combo, self.viewer, "Image", follow_selection=True)
+        set_layer_combo(self.label_combo, self.viewer, "Labels", follow_selection=True)
 
     def add_pair(self, image: str | None = None, labels: str | None = None) -> None:
         image = image or self.image_combo.currentText()
@@ -222,6 +231,13 @@ class FinetuneWidget(WorkerControls, QWidget):
 
     def _plot(self) -> None:
         self.ax.clear()
+        if not self.history:  # a hint, not an empty 0-1 axis
+            self.ax.set_axis_off()
+            self.ax.text(0.5, 0.5, EMPTY_PLOT_HINT, ha="center", va="center", fontsize=9, color="0.35",
+                         transform=self.ax.transAxes)  # fmt: skip
+            self.canvas.draw_idle()
+            return
+        self.ax.set_axis_on()
         if self.history:
             ep = [r["epoch"] for r in self.history]
             self.ax.plot(ep, [r["loss"] for r in self.history], "o-", color="tab:orange", label="loss", ms=3)

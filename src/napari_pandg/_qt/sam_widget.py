@@ -32,11 +32,16 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
-from napari_pandg._qt._common import layer_names, report_error, set_combo_items
+from napari_pandg._qt._common import (
+    layer_names,
+    report_error,
+    scrolling_layout,
+    set_combo_items,
+    set_layer_combo,
+)
 from napari_pandg.labels import PANCREAS
 from napari_pandg.prompting import (
     NEGATIVE,
@@ -92,6 +97,7 @@ class SamWidget(QWidget):
         self._refresh_layer_choices()
         self.viewer.layers.events.inserted.connect(self._refresh_layer_choices)
         self.viewer.layers.events.removed.connect(self._refresh_layer_choices)
+        self.viewer.layers.selection.events.active.connect(self._refresh_layer_choices)
         self._bind_keys(self.viewer)
 
     # ------------------------------------------------------------------ UI
@@ -185,19 +191,19 @@ class SamWidget(QWidget):
         pform.addRow("Slice range", zrow)
         pform.addRow("Direction", self.direction_combo)
         pform.addRow("Commit as label", self.commit_id_spin)
-        grid = QGridLayout()
-        grid.addWidget(self.slice_btn, 0, 0)
-        grid.addWidget(self.volume_btn, 0, 1)
-        grid.addWidget(self.commit_btn, 1, 0)
-        grid.addWidget(self.clear_btn, 1, 1)
-        grid.addWidget(self.undo_btn, 2, 0)
-        grid.addWidget(self.cancel_btn, 2, 1)
+        grid = QGridLayout()  # the two long buttons on rows of their own: fits a narrow dock
+        grid.addWidget(self.slice_btn, 0, 0, 1, 2)
+        grid.addWidget(self.volume_btn, 1, 0, 1, 2)
+        grid.addWidget(self.commit_btn, 2, 0)
+        grid.addWidget(self.clear_btn, 2, 1)
+        grid.addWidget(self.undo_btn, 3, 0)
+        grid.addWidget(self.cancel_btn, 3, 1)
         pform.addRow(grid)
 
         self.progress = QProgressBar()
         self.status = QLabel("Load a model, choose an image, draw a box or click points.")
         self.status.setWordWrap(True)
-        lay = QVBoxLayout(self)
+        lay = scrolling_layout(self)
         for w in (model_box, data_box, prompt_box, self.progress, self.status):
             lay.addWidget(w)
         lay.addStretch(1)
@@ -329,7 +335,7 @@ class SamWidget(QWidget):
 
     # ------------------------------------------------------------------ layers
     def _refresh_layer_choices(self, *_: Any) -> None:
-        set_combo_items(self.image_combo, layer_names(self.viewer, "Image"))
+        set_layer_combo(self.image_combo, self.viewer, "Image", follow_selection=True)  # the visible one
         set_combo_items(self.mask_combo, layer_names(self.viewer, "Labels", exclude=LAYER_NAMES))
 
     def _selected_image(self) -> Any:

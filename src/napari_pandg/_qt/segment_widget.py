@@ -18,11 +18,16 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
-from napari_pandg._qt._common import WorkerControls, layer_names, set_combo_items
+from napari_pandg._qt._common import (
+    WorkerControls,
+    layer_names,
+    scrolling_layout,
+    set_combo_items,
+    set_layer_combo,
+)
 from napari_pandg.labels import PANCREAS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,7 +64,7 @@ class SegmentWidget(WorkerControls, QWidget):
         form.addRow(self.model_info)
         form.addRow("Image", self.image_combo)
         form.addRow("Ground truth", self.gt_combo)
-        lay = QVBoxLayout(self)
+        lay = scrolling_layout(self)
         lay.addLayout(form)
         lay.addLayout(buttons)
         lay.addWidget(self.progress)
@@ -70,6 +75,7 @@ class SegmentWidget(WorkerControls, QWidget):
         self.model_combo.currentTextChanged.connect(self._describe_model)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self.viewer.layers.selection.events.active.connect(self._refresh_layers)
         self.refresh_models()
         self._refresh_layers()
 
@@ -103,7 +109,7 @@ class SegmentWidget(WorkerControls, QWidget):
             self.model_combo.setCurrentText(path)
 
     def _refresh_layers(self, *_: Any) -> None:
-        set_combo_items(self.image_combo, layer_names(self.viewer, "Image"))
+        set_layer_combo(self.image_combo, self.viewer, "Image", follow_selection=True)  # the visible one
         set_combo_items(self.gt_combo, [NONE, *layer_names(self.viewer, "Labels")])
 
     # ------------------------------------------------------------------ running
