@@ -141,8 +141,12 @@ def test_oracle_outputs_exclusion_and_cache(tmp_path: Path, manifest: Path, orac
     assert res.excluded == {"erm_A_s1": ["A001", "A002"]}
     assert "split.csv" in res.split_sources["erm_A_s1"]
     assert set(pc["subject"]) == {"A003", "B001", "B002"} and len(pc) == 7  # A003/s1 twice
-    assert not pc["seen_in_training"].any()
-    assert dict(zip(pc["subject"], pc["model_split"], strict=True)) == {"A003": "test", "B001": "train", "B002": "test"}
+    # split.csv gives ids only: nobody scored is a confirmed training subject, so no split is
+    # claimed for them; the evidence names the id's split
+    assert (pc["seen_in_training"] == "no").all()
+    assert (pc["model_split"] == "").all()
+    ev = dict(zip(pc["subject"], pc["seen_evidence"], strict=False))
+    assert "(test split)" in ev["A003"] and "outside its domain" in ev["B001"]
     # each (model, image) segmented once although A003/s1 is listed twice
     assert len(oracle) == 6 and len(set(oracle)) == 6
     assert seen[-1] == (7, 7) and [d for d, _ in seen] == list(range(1, 8))
@@ -197,8 +201,9 @@ def test_constant_models_through_real_inference(tmp_path: Path, manifest: Path, 
     assert len(pc) == 2 * 11 and (pc["error"] == "").all()
     split = dict(zip(pc["subject"], pc["model_split"], strict=False))
     assert split == {"A001": "train", "A002": "val", "A003": "test", "B001": "train", "B002": "test"}
-    seen_bg = set(pc[(pc["model"] == "bg") & pc["seen_in_training"]]["subject"])
-    seen_full = set(pc[(pc["model"] == "full") & pc["seen_in_training"]]["subject"])
+    seen_bg = set(pc[(pc["model"] == "bg") & (pc["seen_in_training"] == "yes")]["subject"])
+    seen_full = set(pc[(pc["model"] == "full") & (pc["seen_in_training"] == "yes")]["subject"])
+    assert set(pc["seen_in_training"]) <= {"yes", "no"}  # the training manifest identifies everyone
     assert seen_bg == {"A001", "A002"}  # B001: train split but center B, not in bg's domain A
     assert seen_full == {"B001"}  # A001/A002 are center A, not in full's domain B
     diag = max_distance(SHAPE, SPACING)
@@ -297,3 +302,125 @@ def test_subject_splits_without_run_files(manifest: Path):
     bare = SegModel(_desc("y"), torch.nn.Identity())
     assert model_subject_splits(bare, df) == ({}, "none recorded in the checkpoint: no subject could be excluded")
     assert domain_shift("A", "t2", {"centers": [], "sequences": []}) == "unknown"
+
+
+# --------------------------------------------------------------------------- who was seen in training
+def _with_seeds(manifest: Path, out: Path, seeds: dict[str, int]) -> Path:
+    """A copy of the test manifest with a phantom ``seed`` column (a phantom person is its seed)."""
+    df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    df["seed"] = df["subject"].map(lambda s: str(seeds.get(s, 999)))
+    df["image"] = [str((manifest.parent / p).resolve()) for p in df["image"]]
+    df["label"] = [str((manifest.parent / p).resolve()) if p else "" for p in df["label"]]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    return out
+
+
+SYNTH_CMD = "pandg synth --out data/A --subjects 3 --centers A --seed 11; pandg synth --out data/B --subjects 2 --centers B --seed 12"
+
+
+def _synth_ckpt(path: Path) -> Path:
+    """A model trained on center A / s1 whose checkpoint records ids and the pandg synth command
+    of its training data (as the shipped models do), but no training manifest on disk."""
+    extra = {"train_subjects": ["A001", "B001"], "val_subjects": ["A002"], "test_subjects": ["A003", "B002"],
+             "data_command": SYNTH_CMD, "config": {"data": {"manifest": "gone/manifest.csv"}}}  # fmt: skip
+    return _constant_ckpt(path, _desc("synth_ids", extra=extra), pancreas=True)
+
+
+def test_synth_command_fingerprints_give_each_id_its_phantom_seed() -> None:
+    from napari_pandg.benchmark import synth_command_fingerprints
+    from napari_pandg.phantom import subject_seed
+
+    fps = synth_command_fingerprints(SYNTH_CMD + "; python training/merge_manifests.py data/A data/B --out m.csv")
+    assert sorted(fps) == ["A001", "A002", "A003", "B001", "B002"]
+    assert fps["A002"] == {f"phantom-seed:{subject_seed(11, 'A', 2)}"}
+    assert fps["B001"] == {f"phantom-seed:{subject_seed(12, 'B', 1)}"}
+    assert synth_command_fingerprints("python other.py --seed 3") == {}
+    first = synth_command_fingerprints("pandg synth --out t --subjects 1 --centers C --seed 5 --first-index 101")
+    assert first == {"C101": {f"phantom-seed:{subject_seed(5, 'C', 101)}"}}
+
+
+def test_same_ids_other_people_are_not_training_subjects(tmp_path: Path, manifest: Path, oracle):
+    """The demo's case: the benchmark's A001/A002/B001 carry the training ids but are other phantom
+    people (other seeds). Before, they were excluded (or marked train/val) by id."""
+    ck = _synth_ckpt(tmp_path / "m" / "synth_ids.pt")
+    other = _with_seeds(manifest, tmp_path / "other" / "manifest.csv", {s: 1000 + k for k, s in enumerate(SUBJECTS)})
+    res = run_benchmark(other, [str(ck)], tmp_path / "out", device="cpu")
+    pc = res.per_case
+    assert res.excluded == {"synth_ids": []}  # nobody left out: nobody was seen
+    assert set(pc["subject"]) == set(SUBJECTS)
+    assert (pc["seen_in_training"] == "no").all() and (pc["model_split"] == "").all()
+    for subj in ("A001", "A002", "B001"):
+        ev = pc[pc["subject"] == subj]["seen_evidence"].iloc[0]
+        assert ev.startswith("another person") and "phantom seed" in ev
+    text = res.report.read_text()
+    assert "training subjects <b>included</b>" not in text
+    assert text.count(html_escape(res.scoring)) == 2  # the header and the text say the same thing
+    assert "none of this manifest's subjects is one of them" in res.scoring
+    assert "A001, A002, A003, B001, B002 share subject ids" in res.scoring
+    disk = pd.read_csv(tmp_path / "out" / "per_case.csv", keep_default_na=False)
+    assert set(disk["seen_in_training"]) == {"no"} and set(disk["model_split"]) == {""}
+
+
+def test_same_people_are_excluded_or_marked_seen(tmp_path: Path, manifest: Path, oracle):
+    from napari_pandg.phantom import subject_seed
+
+    ck = _synth_ckpt(tmp_path / "m" / "synth_ids.pt")
+    seeds = {"A001": subject_seed(11, "A", 1), "A002": subject_seed(11, "A", 2), "A003": subject_seed(11, "A", 3),
+             "B001": subject_seed(12, "B", 1), "B002": 5}  # B002: another person  # fmt: skip
+    same = _with_seeds(manifest, tmp_path / "same" / "manifest.csv", seeds)
+    res = run_benchmark(same, [str(ck)], tmp_path / "o1", device="cpu")
+    assert res.excluded == {"synth_ids": ["A001", "A002"]}  # B001: train split, but center B
+    assert "2 seen in training or validation" in res.scoring
+    res = run_benchmark(same, [str(ck)], tmp_path / "o2", device="cpu", exclude_training_subjects=False)
+    st = res.per_case.groupby("subject")[["seen_in_training", "model_split"]].first().T.to_dict("list")
+    assert st == {"A001": ["yes", "train"], "A002": ["yes", "val"], "A003": ["no", "test"],
+                  "B001": ["no", "train"], "B002": ["no", ""]}  # fmt: skip
+    assert "4 scored case(s) are of subjects seen in training" in res.scoring  # A001, A002 x 2 sequences
+    assert "B002 share subject ids" in res.scoring
+    text = res.report.read_text()
+    assert text.count(html_escape(res.scoring)) == 2 and "are not scored" not in text
+    assert int(res.summary["n_cases_seen_in_training"].iloc[0]) == 4
+
+
+def test_unknown_identity_is_said_unknown(tmp_path: Path, manifest: Path, oracle):
+    """Ids only (split.csv, no fingerprint, no manifest, no synth command): never "train"."""
+    ck = _split_ckpt(tmp_path / "runs" / "erm_A_s1")
+    res = run_benchmark(manifest, [str(ck)], tmp_path / "out", device="cpu", exclude_training_subjects=False)
+    st = res.per_case.groupby("subject")["seen_in_training"].first().to_dict()
+    assert st == {"A001": "unknown", "A002": "unknown", "A003": "no", "B001": "no", "B002": "no"}
+    assert (res.per_case["model_split"] == "").all()
+    assert "of unknown identity" in res.scoring
+    assert res.report.read_text().count(html_escape(res.scoring)) == 2
+
+
+def test_shipped_models_do_not_claim_the_demo_subjects() -> None:
+    """The shipped checkpoints record the pandg synth commands of their training data: the demo's
+    subjects (seed 0) with the same ids are told apart; a subject of the training draw is not."""
+    from napari_pandg.benchmark import model_subject_splits, subject_status
+    from napari_pandg.models import list_models, load_checkpoint, resolve_model
+    from napari_pandg.phantom import subject_seed
+
+    shipped = list_models(describe=False)
+    shipped = shipped[shipped["source"] == "shipped"] if "source" in shipped else shipped.iloc[0:0]
+    if shipped.empty:
+        pytest.skip("no shipped model")
+    model = load_checkpoint(resolve_model(str(shipped["name"].iloc[0])), device="cpu")
+    rows = []
+    for c, seed in (("A", 0), ("B", 0), ("C", 0), ("D", 0)):  # the demo: pandg demo --seed 0
+        rows.append({"subject": f"{c}001", "center": c, "sequence": "t1fs_venous", "image": f"/x/{c}001.nii.gz",
+                     "seed": str(subject_seed(seed, c, 1))})  # fmt: skip
+    rows.append({"subject": "A002", "center": "A", "sequence": "t1fs_venous", "image": "/x/A002.nii.gz",
+                 "seed": str(subject_seed(11, "A", 2))})  # a real training subject  # fmt: skip
+    df = pd.DataFrame(rows)
+    splits, _ = model_subject_splits(model, df)
+    status, source = subject_status(model, splits, df)
+    assert "pandg synth" in source
+    assert {s: v[0] for s, v in status.items()} == {"A001": "no", "B001": "no", "C001": "no", "D001": "no", "A002": "yes"}
+    assert status["A002"][1] == "train" and status["A001"][1] == ""
+
+
+def html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)

@@ -7,9 +7,14 @@ sequence are among the centers and sequences the model was trained on; otherwise
 *cross-center* (same sequence), *cross-sequence* (same center) or *cross-both* case.
 
 Subjects the model was trained or validated on are never scored by default
-(``exclude_training_subjects``); which subjects those are is read from the run's
-``split.csv`` next to the checkpoint, else from the checkpoint description (see
-:func:`model_subject_splits`).
+(``exclude_training_subjects``). A subject id alone does not say that: the demo, for one,
+generates other phantom people with the training set's ids (A001, ...). Which ids were in the
+run's train / validation / test split is read from the run's ``split.csv`` next to the
+checkpoint, else from the checkpoint description (:func:`model_subject_splits`); whether the
+benchmark subject with that id *is* that person is decided by :func:`subject_identity`
+(recorded fingerprints, the training manifest, or the recorded ``pandg synth`` commands:
+``yes``, ``no``, or ``unknown`` when nothing recorded can tell). ``per_case.csv``'s
+``seen_in_training`` column, the report's header and its text all state that same decision.
 
 Written to ``out_dir`` (each file atomically):
 
@@ -64,9 +69,12 @@ SHIFTS = ("in_domain", "cross_center", "cross_sequence", "cross_both")
 
 PER_CASE_COLUMNS = (
     "model", "method", "subject", "center", "sequence", "in_domain", "domain_shift",
-    "seen_in_training", "model_split", "dice", "hd95", "nsd", "empty_gt", "empty_pred",
-    "volume_gt_ml", "volume_pred_ml", "seconds", "image", "label", "prediction", "error",
+    "seen_in_training", "model_split", "seen_evidence", "dice", "hd95", "nsd", "empty_gt",
+    "empty_pred", "volume_gt_ml", "volume_pred_ml", "seconds", "image", "label", "prediction", "error",
 )  # fmt: skip
+
+#: values of ``per_case.csv``'s ``seen_in_training``
+SEEN = ("yes", "no", "unknown")
 
 EXPLANATION = """\
 Each heatmap is one model: rows are centers (scanners / sites), columns are MRI sequences,
@@ -79,8 +87,7 @@ fat-suppressed T1, T2 and Dixon in-/opposed-phase images, usually the larger dro
 (ERM) model typically gives a bright outlined cell and column and dark other columns; a
 domain-generalisation method helps when it raises the off-domain cells (a flatter matrix)
 without losing in-domain Dice. The summary table condenses this into in-domain,
-cross-center, cross-sequence and cross-both means. Cells with small n are noisy, and
-subjects the model was trained or validated on are not scored."""
+cross-center, cross-sequence and cross-both means. Cells with small n are noisy."""
 
 
 @dataclass
@@ -102,6 +109,8 @@ class BenchmarkResult:
     #: model -> training/validation subjects excluded, and where that was read from
     excluded: dict[str, list[str]] = field(default_factory=dict)
     split_sources: dict[str, str] = field(default_factory=dict)
+    #: the sentence on training subjects in the report (header and text)
+    scoring: str = ""
 
 
 @dataclass
@@ -113,6 +122,9 @@ class _Entry:
     splits: dict[str, str]
     split_source: str
     seen: set[str]
+    #: subject -> (seen_in_training, model_split, seen_evidence)
+    status: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    identity_source: str = ""
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -259,6 +271,151 @@ def _seen_subjects(model: SegModel, splits: Mapping[str, str], manifest: pd.Data
     return seen
 
 
+# --------------------------------------------------------------------------- subject identity
+def _phantom_seed(v: Any) -> str | None:
+    if _is_missing(v):
+        return None
+    try:
+        return f"phantom-seed:{int(float(str(v)))}"
+    except ValueError:
+        return None
+
+
+def manifest_fingerprints(manifest: pd.DataFrame, base: Path | None = None) -> dict[str, set[str]]:
+    """``subject -> fingerprints`` of a dataset index: ``phantom-seed:<n>`` from a phantom
+    manifest's ``seed`` column (a phantom person is its seed: the anatomy depends on nothing
+    else) and ``file:<absolute image path>`` for every image."""
+    out: dict[str, set[str]] = {}
+    seeds = manifest["seed"] if "seed" in manifest else pd.Series([None] * len(manifest), index=manifest.index)
+    for s, img, seed in zip(manifest["subject"], manifest["image"], seeds, strict=True):
+        fps = out.setdefault(str(s), set())
+        if (fp := _phantom_seed(seed)) is not None:
+            fps.add(fp)
+        if not _is_missing(img):
+            path = Path(str(img)).expanduser()
+            if not path.is_absolute() and base is not None:
+                path = base / path
+            fps.add(f"file:{path.resolve()}")
+    return out
+
+
+def synth_command_fingerprints(command: str) -> dict[str, set[str]]:
+    """``subject -> {phantom-seed:<n>}`` for the subjects the ``pandg synth`` commands in
+    ``command`` (a checkpoint's recorded ``data_command``, ``;``/``&&``-separated) generated;
+    other commands are ignored, an unparsable one gives nothing."""
+    import argparse
+    import shlex
+
+    from napari_pandg.phantom import CENTERS, subject_seed
+
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    parser.add_argument("--out")
+    parser.add_argument("--subjects", type=int, default=2)
+    parser.add_argument("--centers", default=",".join(CENTERS))
+    parser.add_argument("--sequences")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--first-index", type=int, default=1)
+    out: dict[str, set[str]] = {}
+    for part in re.split(r";|&&", str(command or "")):
+        try:
+            words = shlex.split(part)
+        except ValueError:
+            continue
+        if "synth" not in words[:4] or not any(w == "pandg" or w.endswith("napari_pandg.cli") for w in words[:3]):
+            continue
+        try:
+            args, _ = parser.parse_known_args(words[words.index("synth") + 1 :])
+        except (argparse.ArgumentError, ValueError):
+            continue
+        for c in (c.strip() for c in str(args.centers).split(",") if c.strip()):
+            if c not in CENTERS:
+                continue
+            for i in range(args.first_index, args.first_index + args.subjects):
+                out.setdefault(f"{c}{i:03d}", set()).add(f"phantom-seed:{subject_seed(args.seed, c, i)}")
+    return out
+
+
+def training_fingerprints(model: SegModel) -> tuple[dict[str, set[str]], str]:
+    """``subject -> fingerprints`` of the people in the model's training run, and where they
+    came from: ``extra["subject_fingerprints"]`` (a mapping subject -> list of fingerprints);
+    the training manifest named in the recorded config, when it still exists; the ``pandg
+    synth`` commands recorded in ``extra["data_command"]``; else nothing (ids only)."""
+    extra = model.description.extra or {}
+    recorded = extra.get("subject_fingerprints")
+    if isinstance(recorded, Mapping) and recorded:
+        return {str(k): {str(v) for v in (vs if isinstance(vs, list | tuple | set) else [vs])}
+                for k, vs in recorded.items()}, "subject fingerprints recorded in the checkpoint"  # fmt: skip
+    train_manifest = _config_data(extra).get("manifest")
+    if train_manifest:
+        candidates = [Path(str(train_manifest)).expanduser()]
+        if model.path is not None and not candidates[0].is_absolute():
+            candidates.append(Path(model.path).parent / candidates[0])
+        for cand in candidates:
+            if cand.is_file():
+                try:
+                    from napari_pandg.io import read_index
+
+                    return manifest_fingerprints(read_index(cand)), f"training manifest {cand}"
+                except (OSError, ValueError):
+                    break
+    found = synth_command_fingerprints(str(extra.get("data_command") or ""))
+    if found:
+        return found, "phantom seeds of the recorded data command (pandg synth)"
+    return {}, "no subject identity recorded (subject ids only)"
+
+
+def subject_identity(recorded: Mapping[str, set[str]], subject: str, bench: set[str]) -> tuple[str, str]:
+    """Is benchmark ``subject`` (fingerprints ``bench``) the training-run person with the same
+    id? ``("yes" | "no" | "unknown", why)``. Fingerprints decide "no" only between phantom seeds
+    (another file path may hold a copy of the same person)."""
+    mine = recorded.get(subject)
+    if mine is None:
+        return "unknown", f"id {subject} is in the model's split; the checkpoint records no identity for it"
+    common = mine & bench
+    if common:
+        fp = sorted(common)[0].replace("phantom-seed:", "phantom seed ").replace("file:", "image ")
+        return "yes", f"same subject as the training run's {subject} ({fp})"
+    seeds_mine = {f for f in mine if f.startswith("phantom-seed:")}
+    seeds_bench = {f for f in bench if f.startswith("phantom-seed:")}
+    if seeds_mine and seeds_bench:
+        return "no", (f"another person with the training run's id {subject} (phantom seed "
+                      f"{sorted(seeds_bench)[0].split(':', 1)[1]}, not {sorted(seeds_mine)[0].split(':', 1)[1]})")  # fmt: skip
+    return "unknown", f"id {subject} is in the model's split; no recorded fingerprint can tell if it is the same subject"
+
+
+def subject_status(
+    model: SegModel, splits: Mapping[str, str], manifest: pd.DataFrame, base: Path | None = None
+) -> tuple[dict[str, tuple[str, str, str]], str]:
+    """Per benchmark subject: ``(seen_in_training, model_split, seen_evidence)`` and the source of
+    the identities. ``seen_in_training`` is ``yes`` (the same person, in the train/validation
+    split, with an image in that split's domain), ``no`` (not in the split, another person with
+    the id, a test subject, or never loaded: outside the domain), or ``unknown`` (the id is in
+    the train/validation split within the domain and nothing recorded says whether it is the
+    same person). ``model_split`` is the run's split only for a confirmed same subject."""
+    in_domain = _seen_subjects(model, splits, manifest)  # by id: train/val split, in its domain
+    recorded, source = training_fingerprints(model)
+    bench = manifest_fingerprints(manifest, base)
+    out: dict[str, tuple[str, str, str]] = {}
+    for subject in dict.fromkeys(str(s) for s in manifest["subject"]):
+        split = splits.get(subject)
+        if split is None:
+            out[subject] = ("no", "", "")
+            continue
+        ident, why = subject_identity(recorded, subject, bench.get(subject, set()))
+        loaded = subject in in_domain
+        if ident == "no":
+            out[subject] = ("no", "", why)
+        elif ident == "yes":
+            if split in ("train", "val") and not loaded:
+                why += f"; in the {split} split but outside its domain (never loaded)"
+            out[subject] = ("yes" if loaded else "no", split, why)
+        elif split in ("train", "val") and loaded:
+            out[subject] = ("unknown", "", f"{why} ({split} split)")
+        else:
+            out[subject] = ("no", "", f"{why} ({split} split{'' if split == 'test' else ', outside its domain'})")
+    return out, source
+
+
 def domain_shift(center: str, sequence: str, domains: Mapping[str, Sequence[str]]) -> str:
     """``in_domain``, ``cross_center``, ``cross_sequence``, ``cross_both`` or ``unknown``
     (the model records no training centers or sequences)."""
@@ -366,6 +523,8 @@ def _summary_row(entry: _Entry, rows: pd.DataFrame, n_excluded: int) -> dict[str
         "train_sequences": ",".join(d.domains.get("sequences") or []),
         "n_cases": int(len(ok)),
         "n_excluded_subjects": int(n_excluded),
+        "n_cases_seen_in_training": int((ok["seen_in_training"] == "yes").sum()) if len(ok) else 0,
+        "n_cases_seen_unknown": int((ok["seen_in_training"] == "unknown").sum()) if len(ok) else 0,
         "dice_all": float(ok["dice"].mean()) if len(ok) else np.nan,
     }
     for s in SHIFTS:
@@ -375,6 +534,45 @@ def _summary_row(entry: _Entry, rows: pd.DataFrame, n_excluded: int) -> dict[str
     for m in ("hd95", "nsd"):
         out[f"{m}_all"] = float(ok[m].mean()) if len(ok) else np.nan
     return out
+
+
+def scoring_statement(
+    entries: Sequence[_Entry], per_case: pd.DataFrame, excluded: Mapping[str, list[str]], exclude: bool
+) -> str:
+    """The one sentence on training subjects that the report's header and text both carry,
+    computed from what was actually scored (and consistent with ``per_case.csv``)."""
+    n_confirmed = n_unknown = 0
+    for e in entries:
+        for subj in excluded.get(e.key, []):
+            seen = e.status.get(subj, ("",))[0]
+            n_confirmed += seen == "yes"
+            n_unknown += seen == "unknown"
+    if exclude:
+        if n_confirmed + n_unknown:
+            parts = []
+            if n_confirmed:
+                parts.append(f"{n_confirmed} seen in training or validation")
+            if n_unknown:
+                parts.append(f"{n_unknown} whose id is in the training/validation split but whose "
+                             "identity the checkpoint does not record (left out to be safe)")  # fmt: skip
+            text = "Training and validation subjects are not scored: excluded (model, subject) pairs: " + "; ".join(parts) + "."
+        else:
+            text = "Training and validation subjects are not scored; none of this manifest's subjects is one of them."
+    else:
+        seen = per_case["seen_in_training"] if len(per_case) else pd.Series([], dtype=object)
+        n_yes, n_unk = int((seen == "yes").sum()), int((seen == "unknown").sum())
+        if n_yes or n_unk:
+            text = (f"Every case is scored, training subjects included: {n_yes} scored case(s) are of "
+                    f"subjects seen in training or validation and {n_unk} of unknown identity "
+                    "(column seen_in_training of per_case.csv).")  # fmt: skip
+        else:
+            text = "Every case is scored; none of them is of a subject seen in training or validation."
+    others = sorted({r.subject for r in per_case.itertuples() if str(r.seen_evidence).startswith("another person")}) \
+        if len(per_case) else []  # fmt: skip
+    if others:
+        text += (f" {', '.join(others)} share subject ids with the models' training runs but are other "
+                 "people (different phantom seeds): not training subjects.")  # fmt: skip
+    return text
 
 
 # --------------------------------------------------------------------------- figures
@@ -478,8 +676,8 @@ def _write_report(
         f"{html.escape(str(meta['manifest']))} · {meta['n_cases']} labelled images · "
         f"{len(entries)} model(s) · device {html.escape(str(meta['device']))}"
         + (f" · at most {meta['max_cases_per_cell']} cases per cell" if meta.get("max_cases_per_cell") else "")
-        + (" · training/validation subjects excluded" if meta["exclude"] else " · training subjects <b>included</b>")
         + "</p>",
+        f"<p class='meta'><b>Training subjects.</b> {html.escape(meta['scoring'])}</p>",
     ]
     if meta.get("cancelled"):
         parts.append("<p class='warn'>The run was cancelled: the tables cover only the cases done before.</p>")
@@ -488,7 +686,7 @@ def _write_report(
         parts.append(f"<p class='warn'>{n_err} case(s) failed and are not counted; see the error column of per_case.csv.</p>")
     parts += [
         "<h2>How to read this</h2>",
-        f"<p class='note'>{EXPLANATION}</p>",
+        f"<p class='note'>{EXPLANATION} {html.escape(meta['scoring'])}</p>",
         "<p class='meta'>Metrics (napari_pandg.metrics, pancreas = AMOS id 10 in prediction and "
         "ground truth): Dice (0-1), HD95 in mm (symmetric 95th-percentile Hausdorff distance on "
         f"the label grid), NSD at {DEFAULT_TOLERANCE_MM:g} mm. A missed or hallucinated pancreas "
@@ -509,6 +707,7 @@ def _write_report(
             "checkpoint": str(e.model.path or e.spec),
             "created": d.created or "–",
             "train/val subjects from": e.split_source,
+            "subject identity from": e.identity_source or "–",
             "excluded subjects": f"{len(excluded.get(e.key, []))}" + (
                 f" ({', '.join(excluded[e.key][:20])}{' …' if len(excluded[e.key]) > 20 else ''})"
                 if excluded.get(e.key) else ""),
@@ -521,7 +720,7 @@ def _write_report(
         parts.append("<p>Mean pancreas Dice (rows centers, columns sequences):</p>")
         parts.append(_matrix_table(matrices[e.key], counts[e.key]))
     if len(per_case) <= 400:
-        cols = ["model", "subject", "center", "sequence", "domain_shift", "dice", "hd95", "nsd", "error"]
+        cols = ["model", "subject", "center", "sequence", "domain_shift", "seen_in_training", "dice", "hd95", "nsd", "error"]
         parts += ["<h2>Per case</h2>", _table(per_case[[c for c in cols if c in per_case]])]
     else:
         parts.append(f"<h2>Per case</h2><p>{len(per_case)} rows: see per_case.csv.</p>")
@@ -583,11 +782,13 @@ def run_benchmark(
     excluded: dict[str, list[str]] = {}
     for mi, e in enumerate(entries):
         e.splits, e.split_source = model_subject_splits(e.model, df)
-        e.seen = _seen_subjects(e.model, e.splits, df)
+        e.status, e.identity_source = subject_status(e.model, e.splits, df)
+        e.seen = {s for s, (seen, _, _) in e.status.items() if seen == "yes"}
         rows = labelled
-        if exclude_training_subjects:
-            excluded[e.key] = sorted(s for s in e.seen if s in set(labelled["subject"]))
-            rows = rows[~rows["subject"].isin(e.seen)]
+        if exclude_training_subjects:  # the same person, or maybe (unknown): not scored
+            maybe = {s for s, (seen, _, _) in e.status.items() if seen in ("yes", "unknown")}
+            excluded[e.key] = sorted(s for s in maybe if s in set(labelled["subject"]))
+            rows = rows[~rows["subject"].isin(maybe)]
         else:
             excluded[e.key] = []
         rows = _subsample(rows, max_cases_per_cell)
@@ -630,7 +831,8 @@ def run_benchmark(
             rec: dict[str, Any] = {
                 "model": e.key, "method": d.method, "subject": row["subject"], "center": row["center"],
                 "sequence": row["sequence"], "in_domain": shift == "in_domain", "domain_shift": shift,
-                "seen_in_training": row["subject"] in e.seen, "model_split": e.splits.get(row["subject"], ""),
+                "seen_in_training": e.status[row["subject"]][0], "model_split": e.status[row["subject"]][1],
+                "seen_evidence": e.status[row["subject"]][2],
                 "image": row["image"], "label": row["label"], "prediction": "", "error": load_error,
             }  # fmt: skip
             if not load_error:
@@ -695,12 +897,13 @@ def run_benchmark(
     _write_csv(cells, out_dir / "cells.csv")
     meta = {"manifest": manifest_name, "n_cases": int(len(labelled)), "device": device_used,
             "max_cases_per_cell": max_cases_per_cell, "exclude": exclude_training_subjects,
-            "cancelled": cancelled}  # fmt: skip
+            "cancelled": cancelled,
+            "scoring": scoring_statement(entries, per_case, excluded, exclude_training_subjects)}  # fmt: skip
     report = _write_report(out_dir, entries, per_case, matrices, counts, summary, pngs, meta, excluded)
     return BenchmarkResult(
         per_case=per_case, matrices=matrices, counts=counts, summary=summary, report=report,
         out_dir=out_dir, cancelled=cancelled, excluded=excluded,
-        split_sources={e.key: e.split_source for e in entries},
+        split_sources={e.key: e.split_source for e in entries}, scoring=meta["scoring"],
     )  # fmt: skip
 
 
@@ -746,6 +949,7 @@ def run_benchmark_cli(
             f"{s.replace('_', '-')} {_fmt(row[f'dice_{s}'])} (n={row[f'n_{s}']})" for s in SHIFTS))  # fmt: skip
         if res.excluded.get(key):
             print(f"  excluded {len(res.excluded[key])} training/validation subject(s) ({res.split_sources[key]})")
+    print(f"\n{res.scoring}")
     n_err = int(res.per_case["error"].astype(bool).sum()) if len(res.per_case) else 0
     if n_err:
         print(f"\nwarning: {n_err} case(s) failed; see the error column of {res.out_dir / 'per_case.csv'}")
@@ -756,13 +960,20 @@ def run_benchmark_cli(
 __all__ = [
     "EXPLANATION",
     "PER_CASE_COLUMNS",
+    "SEEN",
     "SHIFTS",
     "BenchmarkResult",
     "dice_matrix",
     "domain_shift",
     "format_matrix",
+    "manifest_fingerprints",
     "model_subject_splits",
     "plot_matrix",
     "run_benchmark",
     "run_benchmark_cli",
+    "scoring_statement",
+    "subject_identity",
+    "subject_status",
+    "synth_command_fingerprints",
+    "training_fingerprints",
 ]
