@@ -25,7 +25,7 @@ from napari_pandg.phantom.acquisition import (
     resample_labels,
     sample_fields,
 )
-from napari_pandg.phantom.anatomy import build_anatomy
+from napari_pandg.phantom.anatomy import Anatomy, build_anatomy
 from napari_pandg.phantom.centers import CENTERS, SEQUENCES
 from napari_pandg.phantom.variation import AnatomyVariation, sample_variation
 from napari_pandg.volume import Volume
@@ -61,6 +61,7 @@ def generate_subject(
     fine_spacing: float = 1.5,
     target_shape: tuple[int, int, int] | None = None,
     variation: AnatomyVariation | None = None,
+    anatomy: Anatomy | None = None,
 ) -> PhantomSubject:
     """Simulate one subject at one center for the requested sequences.
 
@@ -70,6 +71,8 @@ def generate_subject(
     matrix (i, j, k) while keeping the center's field of view. ``variation``
     (:func:`napari_pandg.phantom.variation.sample_variation`) randomises the anatomy far beyond
     the default family (organ sizes, positions, shapes, habitus, absent organs, atrophy, fat).
+    ``anatomy``: an already built :class:`~napari_pandg.phantom.anatomy.Anatomy` of this seed
+    (e.g. shared with random-contrast renderings); then ``variation``/``fine_spacing`` are its own.
     """
     if center not in CENTERS:
         raise KeyError(f"unknown center {center!r}; choose from {', '.join(CENTERS)}")
@@ -79,7 +82,8 @@ def generate_subject(
     if not 0.5 <= fine_spacing <= 4.0:
         raise ValueError(f"fine_spacing must be within 0.5-4 mm, got {fine_spacing}")
     prof = CENTERS[center]
-    anat = build_anatomy(_rng(seed, 1), fine_spacing, variation)
+    anat = anatomy if anatomy is not None else build_anatomy(_rng(seed, 1), fine_spacing, variation)
+    fine_spacing = float(anat.spacing)
     traits = T.sample_subject_traits(_rng(seed, 2))
     tp0 = T.sample_tissue_params(_rng(seed, 3), prof.field_strength, traits)
     fields = sample_fields(_rng(seed, 4, _CENTER_INDEX[center]))
@@ -119,7 +123,7 @@ def generate_subject(
             flip=proto.flip, slice_thickness=geom["thickness"], acquired_resolution=geom["res"],
             orientation=prof.orientation, phantom=True, seed=int(seed),
             generator_version=GENERATOR_VERSION, fine_spacing=fine_spacing,
-            anatomy_variation=variation is not None,
+            anatomy_variation=variation is not None or "variation" in anat.params,
         )
         out.images[seq] = Volume(img, geom["affine"].copy(), subject=subject, center=center,
                                  sequence=seq, is_label=False, metadata=dict(meta))

@@ -26,6 +26,10 @@ class ConfigError(ModelError):
 
 @dataclass
 class DataConfig:
+    #: where training volumes come from: "manifest" (files of a dataset index) or "phantom"
+    #: (freshly generated, randomised phantom subjects streamed during training; see
+    #: napari_pandg.train.stream and its settings in ``stream``)
+    source: str = "manifest"
     #: dataset index / phantom manifest.csv (paths relative to the CSV are resolved)
     manifest: str = ""
     train_centers: list[str] = field(default_factory=lambda: ["A"])
@@ -53,6 +57,8 @@ class DataConfig:
     #: folder for preprocessed (normalised, resampled) volumes; None: memory only
     cache_dir: str | None = None
     num_workers: int = 0
+    #: settings of the phantom stream (source: phantom), see napari_pandg.train.stream.STREAM_DEFAULTS
+    stream: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -160,24 +166,23 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
         return float(value)
     if hint is str or text.startswith("str"):
+        if isinstance(value, (dict, list, tuple)):
+            raise ConfigError(f"config key {key!r} must be a single value (text), got {value!r}")
         return str(value)
     if text.startswith("list"):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key {key!r} must be a list, got {value!r}")
-        if "list[str]" in text:
-            return [str(v) for v in value]
-        if "list[float]" in text:
-            return [float(v) for v in value]
-        if "list[int]" in text:
-            return [int(v) for v in value]
+        for name, elem in (("list[str]", str), ("list[float]", float), ("list[int]", int)):
+            if name in text:  # each element checked like a scalar key, errors name the key
+                return [_coerce(v, elem, f"{key}[{i}]") for i, v in enumerate(value)]
         return list(value)
     if text.startswith("dict"):
         if not isinstance(value, dict):
             raise ConfigError(f"config key {key!r} must be a mapping, got {value!r}")
         if "dict[int, int]" in text:
-            return {int(k): int(v) for k, v in value.items()}
+            return {_coerce(k, int, f"{key} (key {k!r})"): _coerce(v, int, f"{key}[{k!r}]") for k, v in value.items()}
         return dict(value)
     return value
 
@@ -250,18 +255,33 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         if not p.is_file():
             raise ConfigError(f"training config {p} does not exist")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            # safe_load only: tags such as !!python/object/apply are refused, never executed
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: invalid YAML: {exc}") from exc
+            raise ConfigError(f"{p}: invalid YAML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{p}: is not UTF-8 text (byte at offset {exc.start}); save it as UTF-8") from None
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: a training config must be a mapping")
+            raise ConfigError(f"{p}: a training config must be a mapping (key: value lines), got a "
+                              f"{type(loaded).__name__}")  # fmt: skip
         data = loaded
-    data = _merge(data, parse_overrides(overrides))
-    return config_from_dict(data)
+    try:
+        data = _merge(data, parse_overrides(overrides))
+        return config_from_dict(data)
+    except ConfigError as exc:
+        if path is None:
+            raise
+        raise ConfigError(f"training config {path}: {exc}") from None
 
 
 def validate_config(cfg: TrainConfig) -> None:
     d = cfg.data
+    if d.source not in ("manifest", "phantom"):
+        raise ConfigError(f"data.source must be 'manifest' or 'phantom', got {d.source!r}")
+    if d.source == "phantom":
+        from napari_pandg.train.stream import stream_settings
+
+        stream_settings(d)
     if len(d.spacing) != 3 or min(d.spacing) <= 0:
         raise ConfigError(f"data.spacing must be 3 positive numbers, got {d.spacing}")
     if len(d.patch_size) != 3 or min(d.patch_size) < 4:

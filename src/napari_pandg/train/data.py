@@ -170,11 +170,24 @@ def preprocess_row(
 
     tags = {k: str(row.get(k, "") or "") for k in ("subject", "center", "sequence")}
     vol = load_volume(row["image"], **tags)
-    img = normalize_intensity(vol.array, norm, str(row["image"]))
-    img_g, aff = to_model_grid(img, vol.affine, tuple(cfg.spacing), "RAS", "bilinear")
-    lab_g = None
+    lab = None
     if with_label:
         lab = load_volume(row["label"], is_label=True, label_map=row.get("label_map") or None, **tags)
+    return preprocess_volumes(vol, lab, cfg, norm, what=str(row["image"]), label_what=str(row.get("label", "")),
+                              with_regions=with_regions)  # fmt: skip
+
+
+def preprocess_volumes(
+    vol: Any, lab: Any | None, cfg: DataConfig, norm: Mapping[str, Any], what: str = "",
+    label_what: str = "", with_regions: bool = False,
+) -> Case:  # fmt: skip
+    """A training :class:`Case` from an image Volume (and its label Volume, AMOS ids): normalised
+    as at inference, on the model grid (RAS, ``cfg.spacing``), padded to the patch size."""
+    what = what or str(vol.source_path or vol.subject or "image")
+    img = normalize_intensity(vol.array, norm, what)
+    img_g, aff = to_model_grid(img, vol.affine, tuple(cfg.spacing), "RAS", "bilinear")
+    lab_g = None
+    if lab is not None:
         lut = np.zeros(max(256, int(lab.array.max()) + 1), dtype=np.uint8)
         for amos, idx in cfg.label_map.items():
             if amos < len(lut):
@@ -183,20 +196,20 @@ def preprocess_row(
         lab_g, _ = to_model_grid(lab_idx.astype(np.uint8), lab.affine, tuple(cfg.spacing), "RAS", "nearest")
         if lab_g.shape != img_g.shape:
             raise ConfigError(
-                f"{row['label']}: label grid {lab_g.shape} differs from image grid {img_g.shape} "
+                f"{label_what or 'label'}: label grid {lab_g.shape} differs from image grid {img_g.shape} "
                 "after resampling; image and label must share the same geometry"
             )
         lab_g = _pad_to(lab_g.astype(np.uint8), cfg.patch_size, 0)
     reg_g = None
     if with_regions:
-        if not with_label:
+        if lab is None:
             raise ConfigError("anatomy regions need the label file (with_label=True)")
         ids = np.asarray(lab.array, dtype=np.int64)
         ids_g, _ = to_model_grid(np.clip(ids, 0, 255).astype(np.uint8), lab.affine, tuple(cfg.spacing), "RAS", "nearest")
         reg_g = _pad_to(region_map(ids_g, img_g), cfg.patch_size, REGION_BIN_BASE)
     img_g = _pad_to(img_g, cfg.patch_size, float(img_g.min()))
-    return Case(tags["subject"], tags["center"], tags["sequence"], img_g.astype(np.float32), lab_g, aff,
-                str(row["image"]), reg_g)  # fmt: skip
+    return Case(str(vol.subject), str(vol.center), str(vol.sequence), img_g.astype(np.float32), lab_g, aff,
+                what, reg_g)  # fmt: skip
 
 
 def load_cases(
@@ -297,21 +310,27 @@ class PatchDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng(seed_for(self.seed, self.stream, self.epoch))
         order = rng.permutation(len(self.cases))
         case = self.cases[int(order[index % len(self.cases)])]
-        d: dict[str, Any] = {"image": torch.from_numpy(case.image)[None]}
-        if self.labeled:
-            d["label"] = torch.from_numpy(case.label)[None]
-        if self.regions:
-            d["regions"] = torch.from_numpy(case.regions)[None]
-        self.transform.set_random_state(seed=seed_for(self.seed, self.stream, self.epoch, index))
-        out = self.transform(d)
-        if isinstance(out, list):
-            out = out[0]
-        res = {"image": _plain(out["image"]).float().contiguous()}
-        if self.labeled:
-            res["label"] = _plain(out["label"]).long().contiguous()
-        if self.regions:
-            res["regions"] = _plain(out["regions"]).long().contiguous()
-        return res
+        return sample_patch(case, self.transform, seed_for(self.seed, self.stream, self.epoch, index),
+                            self.labeled, self.regions)  # fmt: skip
+
+
+def sample_patch(case: Case, transform: Any, seed: int, labeled: bool = True, regions: bool = False) -> dict[str, torch.Tensor]:
+    """One patch of ``case`` through ``transform`` (crop + augmentation), seeded."""
+    d: dict[str, Any] = {"image": torch.from_numpy(case.image)[None]}
+    if labeled:
+        d["label"] = torch.from_numpy(case.label)[None]
+    if regions:
+        d["regions"] = torch.from_numpy(case.regions)[None]
+    transform.set_random_state(seed=seed)
+    out = transform(d)
+    if isinstance(out, list):
+        out = out[0]
+    res = {"image": _plain(out["image"]).float().contiguous()}
+    if labeled:
+        res["label"] = _plain(out["label"]).long().contiguous()
+    if regions:
+        res["regions"] = _plain(out["regions"]).long().contiguous()
+    return res
 
 
 def _plain(x: Any) -> torch.Tensor:

@@ -115,7 +115,8 @@ class Method:
         return 1
 
     def augmentations(self) -> list[Any]:
-        keys = ("label", "regions") if self.needs_regions else ("label",)
+        # streamed phantom data is rendered before the crop: no region maps travel with it
+        keys = ("label", "regions") if self.needs_regions and self.cfg.data.source != "phantom" else ("label",)
         return augmentations(self.cfg.method.augment, self.params.get("aug_prob"), keys)
 
     def setup(self, model: nn.Module, device: torch.device) -> None:
@@ -135,6 +136,10 @@ class Method:
 
     def after_step(self, model: nn.Module, step: int) -> None:
         """After the optimiser step (EMA updates)."""
+
+    def render_prob(self) -> float:
+        """Share of streamed patches (``data.source: phantom``) taken from random-contrast renderings."""
+        return 0.0
 
     # --- export (validation and checkpoints)
     def export_network(self, model: nn.Module) -> nn.Module:
@@ -223,11 +228,17 @@ class Synth(Method):
     name = "synth"
     needs_regions = True
 
+    def render_prob(self) -> float:
+        return float(self.params.get("prob", 0.8))
+
     def loss(self, model, batch, loss_fn, gen, step, unlabeled=None):  # noqa: D102
         from napari_pandg.train.features import render
 
         x = batch["image"]
         regions = batch.get("regions")
+        if regions is None and self.cfg.data.source == "phantom":
+            # the stream already rendered the random-contrast acquisitions (render_prob)
+            return loss_fn(model(x), batch["label"]), {}
         if regions is None:
             raise ConfigError("the synth method needs anatomy regions in the batch (trainer bug)")
         prob = float(self.params.get("prob", 0.8))

@@ -277,8 +277,27 @@ class Trainer:
         self.d.barrier()
         return resuming
 
+    def _stream_data(self) -> None:
+        from napari_pandg.train.stream import PhantomStream
+
+        cfg = self.cfg
+        if self.method.needs_unlabeled:
+            raise ConfigError(f"method {cfg.method.name} needs unlabelled target volumes from a manifest; "
+                              "data.source=phantom has none")  # fmt: skip
+        t0 = time.perf_counter()
+        self.stream = PhantomStream(cfg.data, cfg.seed, DEFAULT_NORMALIZATION, renders=self.method.render_prob() > 0)
+        self.split = {}
+        self.train_cases = []
+        self.val_cases = self.stream.validation_cases()
+        self.unl_cases = []
+        self.log(f"data: phantom stream (seed {cfg.seed}, variation {self.stream.settings['variation']}, "
+                 f"render share {self.method.render_prob():.2f}), {len(self.val_cases)} validation subjects "
+                 f"built in {time.perf_counter() - t0:.1f} s")  # fmt: skip
+
     def _data(self) -> None:
         cfg, dc = self.cfg, self.cfg.data
+        if dc.source == "phantom":
+            return self._stream_data()
         df = read_manifest(dc.manifest)
         self.split = make_split(df, dc, cfg.seed)
         train_rows = select_rows(df, self.split, "train", dc.train_centers, dc.train_sequences)
@@ -391,11 +410,48 @@ class Trainer:
             domains={"centers": list(cfg.data.train_centers), "sequences": list(cfg.data.train_sequences)},
             val_metrics=dict(val or {}),
             command=self.command,
-            extra={"config": cfg.to_dict(),
+            extra={"config": cfg.to_dict(), **self._train_data_info(),
                    "train_subjects": sorted(s for s, v in self.split.items() if v == "train"),
                    "test_subjects": sorted(s for s, v in self.split.items() if v == "test"),
                    "val_subjects": sorted(s for s, v in self.split.items() if v == "val")},  # fmt: skip
         )
+
+    def _train_data_info(self) -> dict[str, Any]:
+        if self.cfg.data.source != "phantom":
+            return {}
+        from napari_pandg.phantom import GENERATOR_VERSION
+
+        return {"train_data": {"source": "phantom_stream", "seed": self.cfg.seed,
+                               "generator_version": GENERATOR_VERSION, "settings": self.stream.settings,
+                               "render_prob": self.method.render_prob(),
+                               "note": "every training subject was generated on the fly (ids stream*); "
+                                       "no file of any dataset was trained on"}}  # fmt: skip
+
+    def _loaders(self, S: int, B: int) -> tuple[Any, Any, Any]:
+        """(train loader, the object whose set_epoch selects the epoch, unlabelled loader)."""
+        cfg, world = self.cfg, self.d.world
+        if cfg.data.source == "phantom":
+            from napari_pandg.train.stream import stream_loader
+
+            loader, sampler, self.stream_ds = stream_loader(
+                self.stream, cfg.optim.epochs, S * B * world, B, cfg.seed, self.method.augmentations(),
+                self.method.render_prob(), cfg.data.num_workers, cfg.data.pos, cfg.data.neg, self.d.rank, world,
+            )  # fmt: skip
+            return loader, sampler, None
+        ds = PatchDataset(self.train_cases, self.patch, S * B * world, cfg.seed, self.method.augmentations(),
+                          cfg.data.pos, cfg.data.neg)  # fmt: skip
+        sampler = (torch.utils.data.DistributedSampler(ds, num_replicas=world, rank=self.d.rank, shuffle=False)
+                   if world > 1 else None)  # fmt: skip
+        loader = torch.utils.data.DataLoader(ds, batch_size=B, sampler=sampler, shuffle=False,
+                                             num_workers=cfg.data.num_workers, drop_last=True)  # fmt: skip
+        unl_loader = None
+        if self.unl_cases:
+            uds = PatchDataset(self.unl_cases, self.patch, S * B * world, cfg.seed, [], labeled=False, stream=1)
+            usam = (torch.utils.data.DistributedSampler(uds, num_replicas=world, rank=self.d.rank, shuffle=False)
+                    if world > 1 else None)  # fmt: skip
+            unl_loader = torch.utils.data.DataLoader(uds, batch_size=B, sampler=usam, shuffle=False,
+                                                     num_workers=cfg.data.num_workers, drop_last=True)  # fmt: skip
+        return loader, ds, unl_loader
 
     # ----------------------------------------------------------------- run
     def run(self) -> TrainResult:
@@ -434,20 +490,7 @@ class Trainer:
         else:
             self.log(f"training {cfg.name} ({cfg.method.name}) -> {self.run_dir}")
 
-        world = self.d.world
-        ds = PatchDataset(self.train_cases, self.patch, S * B * world, cfg.seed, self.method.augmentations(),
-                          cfg.data.pos, cfg.data.neg)  # fmt: skip
-        sampler = (torch.utils.data.DistributedSampler(ds, num_replicas=world, rank=self.d.rank, shuffle=False)
-                   if world > 1 else None)  # fmt: skip
-        loader = torch.utils.data.DataLoader(ds, batch_size=B, sampler=sampler, shuffle=False,
-                                             num_workers=cfg.data.num_workers, drop_last=True)  # fmt: skip
-        unl_loader = None
-        if self.unl_cases:
-            uds = PatchDataset(self.unl_cases, self.patch, S * B * world, cfg.seed, [], labeled=False, stream=1)
-            usam = (torch.utils.data.DistributedSampler(uds, num_replicas=world, rank=self.d.rank, shuffle=False)
-                    if world > 1 else None)  # fmt: skip
-            unl_loader = torch.utils.data.DataLoader(uds, batch_size=B, sampler=usam, shuffle=False,
-                                                     num_workers=cfg.data.num_workers, drop_last=True)  # fmt: skip
+        loader, ds, unl_loader = self._loaders(S, B)
 
         end_epoch = E if cfg.stop_after_epochs is None else min(E, start_epoch + cfg.stop_after_epochs)
         t_run = time.perf_counter()
@@ -587,5 +630,27 @@ def run_train_cli(config_path: str | os.PathLike | None, overrides: list[str] | 
     from napari_pandg.train.config import load_config
 
     cfg = load_config(config_path, overrides)
+    try:
+        preflight(cfg)
+    except ValueError as exc:  # ConfigError, or the manifest's PandgIOError: name the config too
+        raise type(exc)(f"training config {config_path}: {exc}") from None
     res = train(cfg)
     return res.best_path or res.last_path
+
+
+def preflight(cfg: TrainConfig) -> None:
+    """What can be checked without computing, before the run folder is created or written:
+    the method and augmentation names, the manifest (columns, paths, files), the
+    initialisation checkpoint and a writable run folder."""
+    from napari_pandg.io.safety import check_output_folder
+    from napari_pandg.train.methods import AUGMENT_PRESETS, METHODS
+
+    if cfg.method.name not in METHODS:
+        raise ConfigError(f"unknown method.name {cfg.method.name!r}; choose from {', '.join(METHODS)}")
+    if cfg.method.augment not in AUGMENT_PRESETS:
+        raise ConfigError(f"unknown method.augment {cfg.method.augment!r}; choose from {', '.join(AUGMENT_PRESETS)}")
+    if getattr(cfg.data, "source", "manifest") == "manifest":
+        read_manifest(cfg.data.manifest)
+    if cfg.init_checkpoint and not Path(cfg.init_checkpoint).expanduser().is_file():
+        raise ConfigError(f"init_checkpoint {cfg.init_checkpoint} does not exist")
+    check_output_folder(cfg.run_dir(), "run folder")
