@@ -397,11 +397,11 @@ def _run_segment(args: argparse.Namespace) -> int:
     from napari_pandg.models import run_segment_cli
 
     if (args.input is None) == (args.manifest is None):
-        raise SystemExit("pandg segment: give either --input/--output or --manifest/--out-dir")
+        raise ValueError("give either --input/--output or --manifest/--out-dir")
     if args.input is not None and args.output is None:
-        raise SystemExit("pandg segment: --input needs --output")
+        raise ValueError(f"--input {args.input} needs --output (the mask file to write)")
     if args.manifest is not None and args.out_dir is None:
-        raise SystemExit("pandg segment: --manifest needs --out-dir")
+        raise ValueError(f"--manifest {args.manifest} needs --out-dir (the folder for the masks)")
     run_segment_cli(
         args.model,
         input=args.input,
@@ -561,6 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cli_wording(message: str, has_overwrite: bool = True) -> str:
     """Library messages name the Python keyword (``overwrite=True``); on the command line the
     flag is ``--overwrite``."""
+    # one line on stderr, whatever the library (or nibabel/pandas inside it) put in the text
+    message = " ".join(part.strip() for part in message.splitlines() if part.strip())
     if not has_overwrite:
         return message
     message = message.replace("overwrite=True (CLI: --overwrite)", "--overwrite")
@@ -594,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.filename is None:  # not about a file the user named: an internal error
             raise
         # a permission, read-only file system or full disk on a file the user chose
-        print(f"pandg {args.command}: error: {_os_error_message(exc)}", file=sys.stderr)
+        print(f"pandg {args.command}: error: {cli_wording(_os_error_message(exc), has_overwrite)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -178,13 +178,17 @@ def voxel_spacing(affine: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
 
 
+def _one_line(aff: np.ndarray) -> str:
+    return "affine " + str(np.round(np.asarray(aff, dtype=np.float64), 4).tolist())
+
+
 def check_spacing(path: str | os.PathLike, affine: np.ndarray, units: str | None = None) -> None:
     """Refuse a non-finite or degenerate affine, or voxel sizes outside :data:`SPACING_RANGE_MM`."""
     aff = np.asarray(affine, dtype=np.float64)
     if aff.shape != (4, 4) or not np.isfinite(aff).all():
         raise PandgIOError(
-            f"{path}: the affine (voxel -> world) holds NaN/Inf values:\n{aff}\nthe header "
-            "(sform/qform/pixdim) is corrupt: fix it, e.g. with nibabel or SimpleITK"
+            f"{path}: the affine (voxel -> world) holds NaN/Inf values ({_one_line(aff)}); the "
+            "header (sform/qform/pixdim) is corrupt: fix it, e.g. with nibabel or SimpleITK"
         )
     sp = voxel_spacing(aff)
     lo, hi = SPACING_RANGE_MM
@@ -201,7 +205,7 @@ def check_spacing(path: str | os.PathLike, affine: np.ndarray, units: str | None
     if abs(float(np.linalg.det(aff[:3, :3]))) < 1e-12 * float(np.prod(sp)):
         raise PandgIOError(
             f"{path}: the affine maps two voxel axes onto the same direction (degenerate "
-            f"direction cosines):\n{aff}\nfix the sform/qform of the file"
+            f"direction cosines, {_one_line(aff)}); fix the sform/qform of the file"
         )
 
 
