@@ -90,3 +90,83 @@ def test_sam_missing_checkpoint_is_a_clear_error(phantom_index, tmp_path: Path, 
     err = capsys.readouterr().err
     assert "nope.pt" in err
     assert not (tmp_path / "m.nii.gz").exists()
+
+
+# --------------------------------------------------------------------------- issue 12, item 4
+def _walk(parser, path=("pandg",)):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sp in action.choices.items():
+                yield from _walk(sp, (*path, name))
+        elif not isinstance(action, argparse._HelpAction):
+            yield " ".join(path), action
+
+
+def test_every_option_has_help() -> None:
+    missing = [f"{cmd} {'/'.join(a.option_strings) or a.dest}" for cmd, a in _walk(build_parser())
+               if not (a.help or "").strip()]  # fmt: skip
+    assert not missing, missing
+    assert any(cmd == "pandg demo" and "--seed" in a.option_strings for cmd, a in _walk(build_parser()))
+
+
+def test_help_segment_example_uses_the_dg_model(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    seg = [line for line in capsys.readouterr().out.splitlines() if "pandg segment" in line]
+    assert seg and all("synth_A_t1fs_venous" in line and "erm_" not in line for line in seg)
+
+
+def test_cli_says_overwrite_flag_not_keyword(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from napari_pandg.cli import cli_wording
+
+    assert cli_wording("x exists; pass overwrite=True (CLI: --overwrite) to replace it") == "x exists; pass --overwrite to replace it"
+    assert cli_wording("x exists; pass --overwrite (overwrite=True in Python) to replace it") == "x exists; pass --overwrite to replace it"
+    assert "overwrite=True" in cli_wording("pass overwrite=True", has_overwrite=False)
+    out = tmp_path / "i.csv"
+    out.write_text("old")
+    (tmp_path / "data").mkdir()
+    assert main(["index", str(tmp_path / "data"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "overwrite=True" not in err and out.read_text() == "old"
+
+
+def test_models_lists_without_torch_or_networks() -> None:
+    """`pandg models` reads descriptions without torch, monai or building a network."""
+    code = (
+        "import sys; from napari_pandg.cli import main; rc = main(['models']); "
+        "bad = [m for m in ('torch', 'monai', 'napari_pandg.models.networks', 'napari_pandg.phantom', "
+        "'napari_pandg.evalsim') if m in sys.modules]; "
+        "print('HEAVY', bad); sys.exit(rc)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in res.stdout, res.stdout + res.stderr
+    assert "synth_A_t1fs_venous" in res.stdout
+
+
+def test_fast_description_equals_torch_description(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from napari_pandg.models import list_models, read_description, read_description_fast
+
+    df = list_models()
+    assert len(df) and not df["error"].astype(bool).any()
+    for path in df["path"]:
+        fast = read_description_fast(path)
+        assert fast is not None and fast.to_dict() == read_description(path).to_dict()
+    (tmp_path / "legacy.pt").write_bytes(b"\x80\x02}q\x00.")  # not a zip: left to torch.load
+    assert read_description_fast(tmp_path / "legacy.pt") is None
+
+
+def test_models_reports_bad_user_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    torch = pytest.importorskip("torch")
+    from napari_pandg.models import ModelDescription
+
+    d = ModelDescription(name="bad", patch_size=(16, 16, 8)).to_dict()
+    d["patch_size"] = [100000, 100000, 100000]
+    torch.save({"format": "napari-pandg/model", "format_version": 1, "description": d, "state_dict": {}},
+               tmp_path / "absurd.pt")  # fmt: skip
+    monkeypatch.setenv("PANDG_MODELS", str(tmp_path))
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "absurd" in out and "patch_size" in out
