@@ -235,7 +235,8 @@ def build_anatomy(
     the default phantom exactly (same random stream, bit-identical output).
     """
     J = lambda s=1.0: float(rng.normal(0.0, s))  # noqa: E731  (jitter helper)
-    U = lambda a, b: float(rng.uniform(a, b))  # noqa: E731
+    # (an empty range can occur for very thin randomised bodies: draw at its lower end)
+    U = lambda a, b: float(rng.uniform(a, max(a, b)))  # noqa: E731
     var = variation
     vr = np.random.default_rng(var.seed) if var is not None else None  # the variation's own draws
     VS = (lambda o: var.s(o)) if var is not None else (lambda o: 1.0)  # noqa: E731
