@@ -823,3 +823,16 @@ def test_case_count() -> None:
     n = (2 * len(BAD_IMAGES) + len(SAM_CASES) + 2 + 7 + len(OUTPUTS) + 1 + 4 + 1 + 3 + len(CHECKPOINTS)
          + len(INDEX_CASES) + 1 + len(MANIFESTS) + 6 + len(CONFIGS) + len(WRITER) + 1)  # fmt: skip
     assert n >= 100, n
+
+
+def test_train_preflight_accepts_a_good_config(tmp_path: Path, monkeypatch) -> None:
+    """The checks do not refuse a valid config, and they create nothing."""
+    from napari_pandg.train.config import load_config
+    from napari_pandg.train.trainer import preflight
+
+    monkeypatch.chdir(tmp_path)
+    good_image(tmp_path, "img.nii.gz")
+    (tmp_path / "ok.csv").write_text(H + "S1,A,t1,img.nii.gz,\n")
+    before = snapshot(tmp_path)
+    preflight(load_config(None, ["data.manifest=ok.csv", "out_dir=run", "data.spacing=[2, 2.5, 3]"]))
+    assert snapshot(tmp_path) == before

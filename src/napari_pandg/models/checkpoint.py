@@ -36,15 +36,16 @@ import torch
 from torch import nn
 
 from napari_pandg.labels import IDS, PANCREAS
-from napari_pandg.models.description import (  # noqa: F401 - re-exported (the public place)
-    DEFAULT_NORMALIZATION,
+# ModelDescription and its helpers live in models.description (no torch); re-exported here
+from napari_pandg.models.description import (
+    DEFAULT_NORMALIZATION,  # noqa: F401
     FORMAT,
-    FORMAT_VERSION,
+    FORMAT_VERSION,  # noqa: F401
     ModelDescription,
     _jsonable,
-    _versions,
+    _versions,  # noqa: F401
     description_from,
-    validate_label_map,
+    validate_label_map,  # noqa: F401
 )
 from napari_pandg.models.errors import (
     ArchitectureMismatchError,
