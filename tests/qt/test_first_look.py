@@ -40,7 +40,8 @@ def test_each_dock_fits_the_default_dock_width(make_napari_viewer) -> None:
     viewer.window._qt_window.resize(1280, 760)
     widgets = _dock_all(viewer, tabify=True)
     for name, w in widgets.items():
-        w.parentWidget().raise_() if w.parentWidget() is not None else None
+        if w.parentWidget() is not None:
+            w.parentWidget().raise_()
         w.scroll_area.ensurePolished()
         QApplication.processEvents()
         inner = w.scroll_area.widget()
