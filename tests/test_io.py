@@ -29,6 +29,7 @@ from napari_pandg.io import (
 from napari_pandg.io._reader import napari_get_reader
 from napari_pandg.io._writer import write_labels
 from napari_pandg.volume import Volume
+from napari_pandg.layerdata import LABEL_FILL_OPACITY
 
 SHAPE = (10, 12, 8)
 MARKER = (5, 7, 3)
@@ -510,7 +511,8 @@ def test_reader_layers(tmp_path):
     assert kinds == ["image", "labels", "labels"]
     (d_img, k_img, _), (d_lab, k_lab, _), _ = layers
     assert d_img.shape == d_lab.shape == (8, 12, 10)
-    assert k_lab["opacity"] == 0.5
+    # filled labels open translucent (outlines are set once the layer exists: style_labels_layer)
+    assert k_lab["opacity"] == LABEL_FILL_OPACITY < 0.5
     assert k_lab["name"].endswith("_labels")
     assert k_lab["scale"] == k_img["scale"] and k_lab["translate"] == k_img["translate"]
     assert k_img["metadata"]["source_path"] == str(img)
