@@ -28,8 +28,8 @@ from napari_pandg.io import (
 )
 from napari_pandg.io._reader import napari_get_reader
 from napari_pandg.io._writer import write_labels
-from napari_pandg.volume import Volume
 from napari_pandg.layerdata import LABEL_FILL_OPACITY
+from napari_pandg.volume import Volume
 
 SHAPE = (10, 12, 8)
 MARKER = (5, 7, 3)
