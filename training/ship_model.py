@@ -41,22 +41,31 @@ def choose_postprocess(model: SegModel, run: Path) -> dict:
     from napari_pandg.train.data import read_manifest, read_split, select_rows
 
     cfg = load_config(run / "config.yaml")
-    rows = select_rows(read_manifest(cfg.data.manifest), read_split(run / "split.csv"), "val",
-                       cfg.data.train_centers, cfg.data.train_sequences)  # fmt: skip
-    if rows.empty:
+    if cfg.data.source == "phantom":  # the run's validation subjects of its stream
+        from napari_pandg.models.checkpoint import DEFAULT_NORMALIZATION
+        from napari_pandg.train.stream import PhantomStream
+
+        ps = PhantomStream(cfg.data, cfg.seed, DEFAULT_NORMALIZATION, renders=False)
+        pairs = [ps.volumes(-(i + 1), renders=0) for i in range(int(ps.settings["val_subjects"]))]
+        cases = [(img, np.asarray(lab.array), info["subject"]) for img, lab, _, info in pairs]
+    else:
+        rows = select_rows(read_manifest(cfg.data.manifest), read_split(run / "split.csv"), "val",
+                           cfg.data.train_centers, cfg.data.train_sequences)  # fmt: skip
+        cases = [(load_volume(r["image"]), np.asarray(load_volume(r["label"], is_label=True).array), str(r["subject"]))
+                 for _, r in rows.iterrows()]  # fmt: skip
+    if not cases:
         raise SystemExit(f"{run}: no validation volumes to choose the post-processing on")
     fg = sorted(k for k in model.description.label_map if k)
     ids = [model.description.label_map[k] for k in fg]
     scores: dict[str, list[float]] = {"without": [], "with": []}
-    for _, r in rows.iterrows():
-        img, lab = load_volume(r["image"]), np.asarray(load_volume(r["label"], is_label=True).array)
+    for img, lab, _sid in cases:
         for key, pp in (("without", {}), ("with", {"largest_component": fg})):
             m = SegModel(dataclasses.replace(model.description, postprocess=pp), model.network, model.path)
             pred = np.asarray(segment_volume(m, img).array)
             scores[key].append(float(np.mean([dice(pred == i, lab == i) for i in ids])))
     res = {k: round(float(np.mean(v)), 4) for k, v in scores.items()}
-    res["n"] = len(rows)
-    res["subjects"] = sorted(rows["subject"].astype(str).unique())
+    res["n"] = len(cases)
+    res["subjects"] = sorted({sid for _, _, sid in cases})
     return res
 
 
@@ -69,15 +78,19 @@ def main() -> None:
     ap.add_argument("--postprocess", choices=("keep", "none", "largest", "auto"), default="keep",
                     help="largest-component step: keep the checkpoint's choice, none, largest, or auto "
                          "(on the run's validation subjects)")  # fmt: skip
+    ap.add_argument("--shift-reference", type=int, default=30, metavar="N",
+                    help="fit the shift-score reference on N training-domain volumes of the run and "
+                         "calibrate it on its validation subjects (0: keep the checkpoint's)")  # fmt: skip
     ap.add_argument("--out", type=Path, help="write here instead of the package's weights folder")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args()
 
     model = load_checkpoint(args.run / "best.pt")
     desc = model.description
-    split = pd.read_csv(args.run / "split.csv", dtype=str)
-    for part in ("train", "val", "test"):
-        desc.extra.setdefault(f"{part}_subjects", sorted(split.loc[split["split"] == part, "subject"]))
+    if (args.run / "split.csv").exists():  # manifest runs (streamed runs trained on no dataset subject)
+        split = pd.read_csv(args.run / "split.csv", dtype=str)
+        for part in ("train", "val", "test"):
+            desc.extra.setdefault(f"{part}_subjects", sorted(split.loc[split["split"] == part, "subject"]))
     argv = shlex.split(desc.command)
     if argv and argv[0].endswith("/pandg"):
         argv[0] = "pandg"
@@ -93,6 +106,12 @@ def main() -> None:
         desc.extra["postprocess_validation"] = val
         print(f"validation Dice without / with largest component: {val['without']:.4f} / {val['with']:.4f} "
               f"(n = {val['n']}) -> postprocess {desc.postprocess or 'none'}")  # fmt: skip
+    if args.shift_reference > 0:
+        from napari_pandg.train.shift_reference import build_shift_reference
+
+        desc.shift = build_shift_reference(model, args.run, n_fit=args.shift_reference,
+                                           progress=lambda d, t, w: print(f"[shift {d}/{t}] {w}", flush=True))  # fmt: skip
+        print(f"shift reference: {desc.shift['source']}; feature threshold {desc.shift['feature_threshold']:.2f}")
     if args.data_command:
         desc.extra["data_command"] = args.data_command
     if args.bench is not None:

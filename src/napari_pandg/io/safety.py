@@ -157,3 +157,18 @@ def check_output_folder(folder: PathLike, what: str = "output folder") -> Path:
         raise PandgIOError(f"{folder}: cannot create the {what}: {anc} is a file")
     check_writable_folder(anc, f"folder that would hold the {what} {folder}")
     return folder
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    """Write ``text`` to a temporary file next to ``path``, then ``os.replace`` (never half a file)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

@@ -135,6 +135,27 @@ def _check_orientation(code: Any, what: str) -> str:
     return text
 
 
+def _check_shift(shift: Any, what: str) -> dict[str, Any]:
+    """A shift reference is {} or a mean vector, a square precision of the same size and
+    positive finite thresholds (napari_pandg.models.shift.fit_reference)."""
+    if not shift:
+        return {}
+    if not isinstance(shift, Mapping):
+        raise ModelError(f"{what}: shift must be a mapping, got {type(shift).__name__}")
+    try:
+        n = len(shift["mean"])
+        prec = shift["precision"]
+        ok = n > 0 and len(prec) == n and all(len(r) == n for r in prec)
+        vals = [float(v) for v in shift["mean"]] + [float(shift["feature_threshold"]), float(shift["confidence_threshold"])]
+        ok = ok and all(math.isfinite(v) for v in vals) and float(shift["feature_threshold"]) > 0
+        ok = ok and isinstance(shift.get("layer"), str)
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ModelError(f"{what}: the shift-score reference is malformed (mean / precision / thresholds / layer)")
+    return dict(shift)
+
+
 @dataclass
 class ModelDescription:
     """Everything needed to rebuild a model and run it the way it was trained."""
@@ -167,6 +188,8 @@ class ModelDescription:
     #: applied to the output-index map on the model grid (:mod:`napari_pandg.postprocess`),
     #: e.g. ``{"largest_component": [1]}``; chosen on validation (``training/ship_model.py``)
     postprocess: dict[str, Any] = field(default_factory=dict)
+    #: training-domain reference of the shift score (:mod:`napari_pandg.models.shift`), or {}
+    shift: dict[str, Any] = field(default_factory=dict)
     method: str = "erm"
     #: training domains: {"centers": [...], "sequences": [...]}
     domains: dict[str, list[str]] = field(default_factory=lambda: {"centers": [], "sequences": []})
@@ -180,6 +203,7 @@ class ModelDescription:
 
     def __post_init__(self) -> None:
         what = f"model {self.name!r}"
+        self.shift = _check_shift(self.shift, what)
         if self.architecture not in ARCHITECTURES:
             raise ModelError(
                 f"{what}: unknown architecture {self.architecture!r}; known: {', '.join(ARCHITECTURES)}"

@@ -31,6 +31,8 @@ from napari_pandg.models.preprocess import (
     resample_nearest,
     to_model_grid,
 )
+from napari_pandg.labels import PANCREAS
+from napari_pandg.models.shift import BottleneckProbe, ShiftSignals, bottleneck_name, image_signals, shift_report
 from napari_pandg.postprocess import apply_postprocess
 from napari_pandg.volume import Volume
 
@@ -59,6 +61,21 @@ def as_model(model: SegModel | str | os.PathLike, device: str | torch.device | N
     return load_checkpoint(path, device=pick_device(device or "auto"))
 
 
+def shift_layer(model: SegModel) -> str | None:
+    """The bottleneck module of ``model`` the shift score pools (recorded in its reference);
+    None for a network without 3D feature maps."""
+    name = (model.description.shift or {}).get("layer")
+    if name:
+        return str(name)
+    cached = getattr(model, "_shift_layer", "")
+    if cached == "":
+        d = model.description
+        # the network is always called with the 1-channel image (see predict_logits)
+        cached = bottleneck_name(model.network, _roi(d.patch_size, size_divisor(d.architecture, d.arch_kwargs)), 1)
+        model._shift_layer = cached  # type: ignore[attr-defined]
+    return cached
+
+
 def _n_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
     n = 1
     for s, r in zip(shape, roi, strict=True):
@@ -80,6 +97,7 @@ def predict_logits(
     cancel: Cancel | None = None,
     overlap: float | None = None,
     sw_batch_size: int | None = None,
+    probe: Any = None,
 ) -> torch.Tensor:
     """Sliding-window logits (1, C, X, Y, Z) for a preprocessed image (X, Y, Z) on the model grid."""
     from monai.inferers import sliding_window_inference
@@ -104,6 +122,13 @@ def predict_logits(
         return y
 
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(model.device)
+    if probe is not None:
+        with probe:
+            return sliding_window_inference(
+                x, roi_size=roi, sw_batch_size=sw, predictor=predictor, overlap=overlap,
+                mode=str(inf.get("mode", "gaussian")), padding_mode="constant",
+                cval=float(x.min()) if x.numel() else 0.0,
+            )  # fmt: skip
     return sliding_window_inference(
         x,
         roi_size=roi,
@@ -144,17 +169,30 @@ def segment_volume(
     norm = normalize_intensity(arr, desc.normalization, what)
     img, model_aff = to_model_grid(norm, vol.affine, desc.spacing, desc.orientation, "bilinear")
     t1 = time.perf_counter()
-    logits = predict_logits(model, img, progress, cancel)
+    layer = shift_layer(model)
+    probe = BottleneckProbe(model.network, layer) if layer else None
+    logits = predict_logits(model, img, progress, cancel, probe=probe)
     t2 = time.perf_counter()
-    idx = torch.argmax(logits[0], dim=0).to(torch.uint8).cpu().numpy()
+    prob = torch.softmax(logits[0].float(), dim=0)
+    conf, idx_t = prob.max(dim=0)
+    idx = idx_t.to(torch.uint8).cpu().numpy()
     if desc.postprocess:
         idx = apply_postprocess(idx, desc.postprocess)
+    fg = idx > 0
+    confidence = float(conf.cpu().numpy()[fg].mean()) if fg.any() else float("nan")
+    del prob, conf, idx_t
     back = resample_nearest(idx, model_aff, vol.affine, vol.shape)
     lut = np.zeros(max(256, desc.out_channels), dtype=np.uint16)
     for k, v in desc.label_map.items():
         lut[k] = v
     out = lut[back]
     out = out.astype(np.uint8 if out.max(initial=0) <= 255 else np.uint16)
+    fg_frac, constant = image_signals(norm, arr)
+    voxel_ml = float(np.prod(vol.spacing)) / 1000.0
+    target = PANCREAS if PANCREAS in desc.label_map.values() else None
+    n_fg = int(np.count_nonzero(out == target)) if target is not None else int(np.count_nonzero(out))
+    signals = ShiftSignals(probe.descriptor().tolist() if probe else [], confidence, n_fg * voxel_ml, fg_frac, constant)
+    report = shift_report(desc.shift or None, signals)
     t3 = time.perf_counter()
     meta = dict(vol.metadata)
     meta.update(
@@ -167,6 +205,8 @@ def segment_volume(
                 "postprocess": round(t3 - t2, 3),
             },
             "model_grid_shape": tuple(int(s) for s in img.shape),
+            "shift": report.to_dict(),
+            "shift_signals": signals.to_dict(),
         }
     )
     return Volume(
@@ -226,7 +266,9 @@ def segment_files(
         vol = load_volume(input)  # validated (dtype, spacing, NaN) before the model is loaded
         m = as_model(model, device)
         seg = segment_volume(m, vol, progress=progress, cancel=cancel)
-        return [save_volume(seg, output, overwrite=overwrite, like=vol)]
+        written = save_volume(seg, output, overwrite=overwrite, like=vol)
+        write_shift_sidecar(seg, written, input)
+        return [written]
 
     if out_dir is None:
         raise ModelError("segmenting a manifest needs an output folder (out_dir / --out-dir)")
@@ -235,17 +277,23 @@ def segment_files(
     m = as_model(model, device)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    scores: list[tuple[float, bool]] = []
     for i, (row, target) in enumerate(zip(rows, targets, strict=True)):
         if cancel is not None and cancel():
             raise SegmentationCancelled("segmentation cancelled")
         vol = load_volume(row["image"], subject=str(row.get("subject", "")), center=str(row.get("center", "")), sequence=str(row.get("sequence", "")))
         seg = segment_volume(m, vol, cancel=cancel)
         written.append(save_volume(seg, target, overwrite=overwrite, like=vol))
+        write_shift_sidecar(seg, written[-1], row["image"])
+        shift = seg.metadata["shift"]
+        scores.append((shift["score"], shift["flagged"]))
         if progress is not None:
             progress(i + 1, len(rows), f"{row.get('subject', '')} {row.get('sequence', '')}")
     out = df.copy()
     out["prediction"] = [str(p) for p in written]
     out["model"] = m.name
+    out["shift_score"] = [sc for sc, _ in scores]
+    out["shift_flagged"] = [fl for _, fl in scores]
     pred_csv = out_dir / "predictions.csv"
     tmp = pred_csv.with_suffix(".csv.tmp")
     out.to_csv(tmp, index=False)
@@ -261,8 +309,34 @@ def _check_single(input: str | os.PathLike, output: str | os.PathLike, overwrite
 
     output = check_output_file(output, overwrite=overwrite, inputs=[input], suffixes=NIFTI_SUFFIXES,
                                what="output mask")  # fmt: skip
+    check_output_file(shift_sidecar(output), overwrite=overwrite, inputs=[input], what="shift-score file")
     check_image_file(input)
     return output
+
+
+def shift_sidecar(mask: str | os.PathLike) -> Path:
+    """The shift-score JSON written next to a mask: ``case_seg.nii.gz`` -> ``case_seg.shift.json``."""
+    from napari_pandg.io.nifti import nifti_stem
+
+    mask = Path(mask)
+    return mask.with_name(f"{nifti_stem(mask)}.shift.json")
+
+
+def write_shift_sidecar(seg: Volume, mask: str | os.PathLike, image: str | os.PathLike | None = None) -> Path:
+    """Write the segmentation's shift report (and the model and files it concerns) atomically."""
+    import json
+
+    from napari_pandg.io.safety import atomic_write_text
+
+    meta = seg.metadata
+    doc = {"image": str(image) if image else None, "mask": str(mask), "model": meta.get("model"),
+           "model_path": meta.get("model_path"), **meta["shift"],
+           "signals": {k: v for k, v in meta["shift_signals"].items() if k != "features"}}  # fmt: skip
+    return atomic_write_text(shift_sidecar(mask), json.dumps(doc, indent=2, allow_nan=False, default=_json_safe) + "\n")
+
+
+def _json_safe(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else str(v)
 
 
 def _check_manifest(
@@ -294,8 +368,10 @@ def _check_manifest(
     if len(set(targets)) != len(targets):
         raise ModelError(f"{manifest}: several images map to the same output name in {out_dir}")
     inputs = [manifest, *(r["image"] for r in rows), *(r.get("label") for r in rows)]
-    check_outputs_not_inputs([*targets, out_dir / "predictions.csv"], inputs, "prediction")
-    existing = [t for t in targets if t.exists()]
+    sidecars = [shift_sidecar(t) for t in targets]
+    check_outputs_not_inputs([*targets, *sidecars, out_dir / "predictions.csv"], inputs, "prediction")
+    # a prediction exists when its mask or its .shift.json does; count predictions, not files
+    existing = [t for t, sc in zip(targets, sidecars, strict=True) if t.exists() or sc.exists()]
     if existing and not overwrite:
         raise FileExistsError(
             f"{len(existing)} output(s) already exist in {out_dir} (e.g. {existing[0].name}); "
@@ -339,4 +415,28 @@ def run_segment_cli(
     )
     print(f"wrote {len(paths)} segmentation(s) in {time.perf_counter() - t0:.1f} s"
           + (f" to {out_dir}" if manifest is not None else f": {paths[0]}"), flush=True)
+    print(shift_summary(paths), flush=True)
     return paths
+
+
+def shift_summary(masks: Sequence[Path]) -> str:
+    """The shift reports of written masks (their sidecars), for the terminal."""
+    import json
+
+    from napari_pandg.models.shift import ShiftReport
+
+    lines = []
+    flagged = 0
+    for mask in masks:
+        d = json.loads(shift_sidecar(mask).read_text())
+        rep = ShiftReport(d["score"], d["flagged"], d["components"], d["reasons"],
+                          d.get("feature_distance") or float("nan"), d.get("calibrated", True))  # fmt: skip
+        flagged += rep.flagged
+        if len(masks) == 1:
+            lines.append(f"{rep.summary()}\n  (written to {shift_sidecar(mask)})")
+        elif rep.flagged:
+            lines.append(f"WARNING {mask.name}: {rep.summary()}")
+    if len(masks) > 1:
+        lines.append(f"shift score: {flagged} of {len(masks)} volumes outside the training domain "
+                     "(shift_score / shift_flagged in predictions.csv, one .shift.json per mask)")  # fmt: skip
+    return "\n".join(lines)

@@ -105,7 +105,8 @@ class PhantomStream:
         """Seed of stream subject ``k`` (``k < 0``: validation subjects, their own stream)."""
         return seed_for(self.seed, 31, k) if k >= 0 else seed_for(self.seed, 97, -k)
 
-    def build(self, k: int) -> StreamSubject:
+    def volumes(self, k: int, renders: int | None = None) -> tuple[Any, Any, list[tuple[Any, Any]], dict[str, Any]]:
+        """Stream subject ``k`` as Volumes: (source image, its labels, [(render, labels)], info)."""
         from napari_pandg.phantom import generate_subject
         from napari_pandg.phantom.anatomy import build_anatomy
         from napari_pandg.phantom.appearance import AppearanceOptions, random_acquisition, random_contrast
@@ -113,6 +114,7 @@ class PhantomStream:
         from napari_pandg.volume import Volume
 
         st = self.settings
+        n_renders = self.renders if renders is None else int(renders)
         s_seed = self.subject_seed(k)
         rng = np.random.default_rng(s_seed)
         var = sample_variation(np.random.default_rng(seed_for(s_seed, 1)), float(st["variation"])) if st["variation"] > 0 else None
@@ -125,14 +127,22 @@ class PhantomStream:
         img, lab = subj.images[seq], subj.labels[seq]
         if k >= 0 and rng.random() < float(st["slab_crop_prob"]):
             img, lab = _crop_slab(img, lab, rng)
-        source = preprocess_volumes(img, lab, self.data, self.norm, what=f"{sid} {center}/{seq}")
-        out = StreamSubject(k, source, info={"center": center, "sequence": seq, "pancreas_ml": anat.pancreas_ml})
         opts = AppearanceOptions(**dict(st["appearance"]))
-        for r in range(self.renders):
+        rendered = []
+        for r in range(n_renders):
             rr = np.random.default_rng(seed_for(s_seed, 3, r))
             arr, labels, aff = random_acquisition(anat, random_contrast(anat, rr, opts), rr, opts)
-            vol = Volume(arr, aff, subject=sid, center="synth", sequence=f"render{r}")
-            lvol = Volume(labels, aff, subject=sid, center="synth", sequence=f"render{r}", is_label=True)
+            rendered.append((Volume(arr, aff, subject=sid, center="synth", sequence=f"render{r}"),
+                             Volume(labels, aff, subject=sid, center="synth", sequence=f"render{r}", is_label=True)))  # fmt: skip
+        info = {"subject": sid, "center": center, "sequence": seq, "pancreas_ml": anat.pancreas_ml}
+        return img, lab, rendered, info
+
+    def build(self, k: int) -> StreamSubject:
+        img, lab, rendered, info = self.volumes(k)
+        sid = info["subject"]
+        source = preprocess_volumes(img, lab, self.data, self.norm, what=f"{sid} {info['center']}/{info['sequence']}")
+        out = StreamSubject(k, source, info=info)
+        for r, (vol, lvol) in enumerate(rendered):
             out.renders.append(preprocess_volumes(vol, lvol, self.data, self.norm, what=f"{sid} render {r}"))
         return out
 
