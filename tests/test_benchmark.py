@@ -210,6 +210,10 @@ def test_constant_models_through_real_inference(tmp_path: Path, manifest: Path, 
     b = pc[pc["model"] == "bg"]
     assert (b["dice"] == 0).all() and (b["nsd"] == 0).all() and np.allclose(b["hd95"], diag)
     assert b["empty_pred"].all() and not b["empty_gt"].any()
+    # the shift score of every case is in the table: a model that finds no pancreas is flagged
+    assert (b["shift_score"] >= 2.0).all() and b["shift_flagged"].all()
+    assert b["shift_reasons"].str.contains("no pancreas was found").all()
+    assert pc["shift_score"].notna().all()
     f = pc[pc["model"] == "full"]
     for r in f.itertuples():
         gt = truth[r.image].array
@@ -233,6 +237,11 @@ def test_constant_models_through_real_inference(tmp_path: Path, manifest: Path, 
     assert s.loc["full", "dice_in_domain"] == pytest.approx(f[f["in_domain"]]["dice"].mean())
     assert s.loc["bg", "dice_all"] == 0.0
     assert len(list((tmp_path / "out" / "predictions" / "full").glob("*_seg.nii.gz"))) == 10
+    # every case fails (Dice < 0.5): the AUROC needs both classes and is not defined here
+    sh = pd.read_csv(tmp_path / "out" / "shift_auroc.csv").set_index("model")
+    assert set(sh.index) == {"bg", "full", "all"} and sh["auroc"].isna().all()
+    assert sh.loc["bg", "n_flagged"] == 11 and sh.loc["bg", "sensitivity"] == 1.0
+    assert "Shift score: does it warn" in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_refuses_non_empty_out_dir(tmp_path: Path, manifest: Path, oracle):

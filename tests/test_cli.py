@@ -79,7 +79,7 @@ def test_index_error_names_folder(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_parser_lists_only_real_commands() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert {"synth", "synth-eval", "index", "demo", "sam", "train", "train-features", "segment", "models", "benchmark", "embed"} == set(sub.choices)
+    assert {"synth", "synth-eval", "index", "demo", "sam", "train", "train-features", "segment", "models", "benchmark", "shift-auroc", "embed"} == set(sub.choices)
 
 
 def test_sam_missing_checkpoint_is_a_clear_error(phantom_index, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

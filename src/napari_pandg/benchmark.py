@@ -40,7 +40,6 @@ import html
 import math
 import os
 import re
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -61,6 +60,7 @@ from napari_pandg.models import (
     resolve_model,
     segment_volume,
 )
+from napari_pandg.shift_eval import FAIL_BELOW, plot_roc, shift_auroc, shift_auroc_table
 
 Progress = Callable[[int, int, str], Any]
 
@@ -70,7 +70,8 @@ SHIFTS = ("in_domain", "cross_center", "cross_sequence", "cross_both")
 PER_CASE_COLUMNS = (
     "model", "method", "subject", "center", "sequence", "in_domain", "domain_shift",
     "seen_in_training", "model_split", "seen_evidence", "dice", "hd95", "nsd", "empty_gt",
-    "empty_pred", "volume_gt_ml", "volume_pred_ml", "seconds", "image", "label", "prediction", "error",
+    "empty_pred", "volume_gt_ml", "volume_pred_ml", "shift_score", "shift_flagged", "shift_reasons",
+    "seconds", "image", "label", "prediction", "error",
 )  # fmt: skip
 
 #: values of ``per_case.csv``'s ``seen_in_training``
@@ -137,20 +138,9 @@ def _safe_name(text: str) -> str:
 
 
 def _atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    from napari_pandg.io.safety import atomic_write_with
+
+    return atomic_write_with(path, write)
 
 
 def _write_csv(df: pd.DataFrame, path: Path, index: bool = False) -> Path:
@@ -533,6 +523,9 @@ def _summary_row(entry: _Entry, rows: pd.DataFrame, n_excluded: int) -> dict[str
         out[f"n_{s}"] = int(len(sub))
     for m in ("hd95", "nsd"):
         out[f"{m}_all"] = float(ok[m].mean()) if len(ok) else np.nan
+    sh = shift_auroc(ok) if len(ok) else {}
+    out["n_shift_flagged"] = int(sh.get("n_flagged", 0))
+    out["shift_auroc"] = sh.get("auroc", np.nan)  # shift score predicting Dice < 0.5 (nan: one class only)
     return out
 
 
@@ -719,13 +712,34 @@ def _write_report(
             parts.append(f"<p><img alt='Dice heatmap {html.escape(e.key)}' src='data:image/png;base64,{b64}'></p>")
         parts.append("<p>Mean pancreas Dice (rows centers, columns sequences):</p>")
         parts.append(_matrix_table(matrices[e.key], counts[e.key]))
+    parts += _shift_section(out_dir, pngs)
     if len(per_case) <= 400:
-        cols = ["model", "subject", "center", "sequence", "domain_shift", "seen_in_training", "dice", "hd95", "nsd", "error"]
+        cols = ["model", "subject", "center", "sequence", "domain_shift", "seen_in_training", "dice", "hd95", "nsd",
+                "shift_score", "shift_flagged", "error"]  # fmt: skip
         parts += ["<h2>Per case</h2>", _table(per_case[[c for c in cols if c in per_case]])]
     else:
         parts.append(f"<h2>Per case</h2><p>{len(per_case)} rows: see per_case.csv.</p>")
     parts.append("</body></html>\n")
     return _write_text("\n".join(parts), out_dir / "report.html")
+
+
+def _shift_section(out_dir: Path, pngs: Mapping[str, Path]) -> list[str]:
+    """Report section: does the shift score warn of the failures (Dice < 0.5)?"""
+    parts = ["<h2>Shift score: does it warn of the failures?</h2>",
+             "<p class='note'>Every segmentation carries a shift score (napari_pandg.models.shift): how far the "
+             "volume lies from the model's training domain (pooled bottleneck features against the reference "
+             "stored in the checkpoint, the model's confidence, the predicted volume, image sanity); above 1 it "
+             f"is flagged. AUROC: how well the score ranks the failed cases (Dice &lt; {FAIL_BELOW:g}) above the "
+             "others (1 = perfect, 0.5 = no better than chance); sensitivity = failures flagged, "
+             "specificity = good results not flagged.</p>"]  # fmt: skip
+    table = out_dir / "shift_auroc.csv"
+    if table.is_file() and table.stat().st_size > 2:
+        parts.append(_table(pd.read_csv(table).round(3)))
+    png = pngs.get("shift_roc")
+    if png is not None and png.is_file():
+        b64 = base64.b64encode(png.read_bytes()).decode("ascii")
+        parts.append(f"<p><img alt='shift score ROC' src='data:image/png;base64,{b64}'></p>")
+    return parts
 
 
 # --------------------------------------------------------------------------- main entry
@@ -850,7 +864,10 @@ def run_benchmark(
                     m = evaluate_volumes(seg, label, labels=(PANCREAS,))[0]
                     rec.update({k: m[k] for k in ("dice", "hd95", "nsd", "empty_gt", "empty_pred",
                                                   "volume_gt_ml", "volume_pred_ml")})  # fmt: skip
-                    rec.update({"seconds": round(dt, 3), "prediction": ppath})
+                    rep = seg.metadata.get("shift") or {}
+                    rec.update({"seconds": round(dt, 3), "prediction": ppath,
+                                "shift_score": rep.get("score"), "shift_flagged": rep.get("flagged"),
+                                "shift_reasons": "; ".join(rep.get("reasons") or [])})  # fmt: skip
                 except SegmentationCancelled:
                     cancelled = True
                     break
@@ -895,6 +912,10 @@ def run_benchmark(
     _write_csv(per_case, out_dir / "per_case.csv")
     _write_csv(summary, out_dir / "summary.csv")
     _write_csv(cells, out_dir / "cells.csv")
+    shift_table = shift_auroc_table(ok) if len(ok) else pd.DataFrame()
+    _write_csv(shift_table, out_dir / "shift_auroc.csv")
+    if len(ok) and ok["shift_score"].notna().any():
+        pngs["shift_roc"] = plot_roc(ok, out_dir / "shift_roc.png")
     meta = {"manifest": manifest_name, "n_cases": int(len(labelled)), "device": device_used,
             "max_cases_per_cell": max_cases_per_cell, "exclude": exclude_training_subjects,
             "cancelled": cancelled,
@@ -949,6 +970,13 @@ def run_benchmark_cli(
             f"{s.replace('_', '-')} {_fmt(row[f'dice_{s}'])} (n={row[f'n_{s}']})" for s in SHIFTS))  # fmt: skip
         if res.excluded.get(key):
             print(f"  excluded {len(res.excluded[key])} training/validation subject(s) ({res.split_sources[key]})")
+    sh_path = res.out_dir / "shift_auroc.csv"
+    sh = pd.read_csv(sh_path) if sh_path.is_file() and sh_path.stat().st_size > 2 else None
+    if sh is not None and len(sh):
+        print(f"\nshift score as a warning of Dice < {FAIL_BELOW:g} (flag: score > 1):")
+        for r in sh.itertuples():
+            print(f"  {r.model}: AUROC {_fmt(r.auroc)}, {r.n_flagged} of {r.n} flagged; "
+                  f"{r.n_fail} failures, sensitivity {_fmt(r.sensitivity)}, specificity {_fmt(r.specificity)}")  # fmt: skip
     print(f"\n{res.scoring}")
     n_err = int(res.per_case["error"].astype(bool).sum()) if len(res.per_case) else 0
     if n_err:

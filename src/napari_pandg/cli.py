@@ -480,6 +480,34 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- shift-auroc
+def _add_shift_auroc(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "shift-auroc",
+        help="pool benchmarks' per-case tables: how well the shift score warns of Dice < 0.5 (AUROC, ROC plot)",
+        description=(
+            "Read the per_case.csv of one or more `pandg benchmark` runs (e.g. the in-generator and "
+            "the independent evalsim set), pool them and write OUT_DIR/shift_auroc.csv (AUROC of "
+            "the shift score for predicting a failed segmentation, sensitivity and specificity of "
+            "the flag score > 1; per model, per benchmark, all) and OUT_DIR/shift_roc.png."
+        ),
+    )
+    p.add_argument("tables", nargs="+", help="benchmark folders or their per_case.csv files")
+    p.add_argument("--out-dir", required=True, type=Path, help="folder for shift_auroc.csv and shift_roc.png")
+    p.add_argument("--fail-below", type=float, default=0.5, help="a case fails when its Dice is below this (default 0.5)")
+    p.add_argument("--overwrite", action="store_true", help="replace shift_auroc.csv / shift_roc.png of an earlier run")
+    p.set_defaults(func=_run_shift_auroc)
+
+
+def _run_shift_auroc(args: argparse.Namespace) -> int:
+    from napari_pandg.shift_eval import run_shift_auroc_cli
+
+    if not 0.0 < args.fail_below <= 1.0:
+        raise SystemExit("pandg shift-auroc: --fail-below must be in (0, 1]")
+    run_shift_auroc_cli(args.tables, args.out_dir, args.fail_below, overwrite=args.overwrite)
+    return 0
+
+
 # --------------------------------------------------------------------------- embed
 def _add_embed(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -554,6 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment(sub)
     _add_models(sub)
     _add_benchmark(sub)
+    _add_shift_auroc(sub)
     _add_embed(sub)
     return parser
 

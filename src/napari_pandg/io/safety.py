@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from napari_pandg.io.errors import PandgFileNotFoundError, PandgIOError
 
@@ -159,16 +160,24 @@ def check_output_folder(folder: PathLike, what: str = "output folder") -> Path:
     return folder
 
 
-def atomic_write_text(path: PathLike, text: str) -> Path:
-    """Write ``text`` to a temporary file next to ``path``, then ``os.replace`` (never half a file)."""
+def atomic_write_with(path: PathLike, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then ``os.replace`` it onto
+    ``path`` (readers never see half a file; a failed write leaves ``path`` as it was)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
     return path
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    """Write ``text`` atomically (see :func:`atomic_write_with`)."""
+    return atomic_write_with(path, lambda t: t.write_text(text, encoding="utf-8"))
