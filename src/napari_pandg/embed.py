@@ -247,6 +247,35 @@ def embed_index(
     return df[front + [c for c in df.columns if c not in front]]
 
 
+def volume_shift_scores(
+    table: pd.DataFrame,
+    model: Any,
+    progress: Callable[[int, int, str], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> pd.DataFrame:
+    """``table`` with a ``shift_score`` column: each patch gets the shift score of its volume
+    under ``model`` (a name, checkpoint or SegModel; ``napari_pandg.models.shift``), computed
+    once per image by segmenting it. Colouring the UMAP by it shows which centers, sequences
+    and subjects lie outside the model's training domain."""
+    from napari_pandg.io import load_volume
+    from napari_pandg.models.inference import as_model, segment_volume
+
+    if "image" not in table:
+        raise EmbedError("the patch table has no image column: cannot tell which volume a patch is from")
+    m = as_model(model)
+    images = list(dict.fromkeys(str(p) for p in table["image"]))
+    scores: dict[str, float] = {}
+    for n, path in enumerate(images):
+        if cancel is not None and cancel():
+            raise Cancelled(f"cancelled after {n} of {len(images)} volumes")
+        scores[path] = float(segment_volume(m, load_volume(path)).metadata["shift"]["score"])
+        if progress is not None:
+            progress(n + 1, len(images), f"shift score {Path(path).name}: {scores[path]:.2f}")
+    out = table.copy()
+    out["shift_score"] = [scores[str(p)] for p in table["image"]]
+    return out
+
+
 def run_umap(
     df: pd.DataFrame,
     columns: Sequence[str] | None = None,

@@ -88,6 +88,23 @@ def test_open_patch_table_and_errors(widget, phantom_dir: Path, qtbot, tmp_path:
     assert widget.table is not None and set(widget.table["sequence"]) == {"t2"}
     widget.colour_combo.setCurrentText("organ")
     assert len(widget._scatter.get_offsets()) == len(widget.table)
+    # colour by the shift score of each volume under a model (a real random-weight UNet)
+    import matplotlib
+    import torch
+
+    from napari_pandg.models import ModelDescription, build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    desc = ModelDescription(name="tiny", arch_kwargs={"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0},
+                            spacing=(4.0, 4.0, 6.0), patch_size=(32, 32, 16), command="pytest")  # fmt: skip
+    ckpt = save_checkpoint(tmp_path / "tiny.pt", desc, build_model(desc).eval())
+    wait_worker(qtbot, widget.compute_shift(str(ckpt)), timeout=120_000)
+    t = widget.table
+    assert "shift_score" in t and t["shift_score"].notna().all()
+    assert (t.groupby("image")["shift_score"].nunique() == 1).all()  # one score per volume
+    assert widget.colour_combo.currentText() == "shift score" and "volumes above 1" in widget.status.text()
+    expect = matplotlib.colormaps["RdYlGn_r"](np.clip(t["shift_score"].to_numpy(float), 0, 2.0) / 2.0)
+    np.testing.assert_allclose(widget._scatter.get_facecolors(), expect, atol=1e-6)
     widget.centers.setText("Z")
     wait_worker(qtbot, widget.run(str(phantom_dir)))
     assert "no center ['Z']" in widget.status.text()

@@ -93,3 +93,22 @@ def test_cancel(loaded, checkpoint: Path, qtbot) -> None:
     wait_worker(qtbot, worker)
     assert widget.result_layer is None
     assert widget.status.text() == "Cancelled."
+
+
+def test_shift_warning_on_a_blank_image(loaded, checkpoint: Path, qtbot) -> None:
+    """A blank image is segmented but the widget says, in red, not to trust the result."""
+    viewer, widget = loaded
+    image = next(ly for ly in viewer.layers if ly.__class__.__name__ == "Image")
+    blank = viewer.add_image(np.zeros_like(image.data), name="blank", metadata=dict(image.metadata),
+                             scale=image.scale, translate=image.translate)  # fmt: skip
+    wait_worker(qtbot, widget.run(str(checkpoint), blank), timeout=120_000)
+    assert widget.result_layer.name == "blank_pred"
+    assert not widget.shift_label.isHidden() and widget.shift["flagged"] and widget.shift["score"] >= 100
+    text = widget.shift_label.text()
+    assert "Do not trust" in text and "blank or constant" in text and "#e74c3c" in widget.shift_label.styleSheet()
+    assert widget.result_layer.metadata["shift"]["flagged"]
+    # an in-domain report reads as such, without the warning
+    widget._show_shift({"score": 0.4, "flagged": False, "components": {"feature": 0.4}, "reasons": [],
+                        "feature_distance": 3.0, "calibrated": True})  # fmt: skip
+    assert "within the model's training domain" in widget.shift_label.text()
+    assert "Do not trust" not in widget.shift_label.text()

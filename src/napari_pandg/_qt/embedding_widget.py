@@ -30,7 +30,11 @@ from napari_pandg._qt._common import WorkerControls, scrolling_layout
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-COLOUR_BY = ("sequence", "center", "organ", "subject")
+COLOUR_BY = ("sequence", "center", "organ", "subject", "shift score")
+#: colour-by choice drawn on a continuous scale from the table's ``shift_score`` column
+SHIFT = "shift score"
+#: shift scores are drawn on 0..SHIFT_VMAX (1 = the flag threshold, in the middle of the scale)
+SHIFT_VMAX = 2.0
 SELECTION_PREFIX = "UMAP selection"
 #: shown in the plot before there is an embedding
 EMPTY_PLOT_HINT = "Compute an embedding (or open a\npatches CSV) to see the UMAP"
@@ -75,6 +79,18 @@ class EmbeddingWidget(WorkerControls, QWidget):
         form.addRow("Centers", self.centers)
         form.addRow("Sequences", self.sequences)
         form.addRow("Colour by", self.colour_combo)
+        self.shift_model = QComboBox()
+        self.shift_model.setEditable(True)
+        self.shift_model.setToolTip("Model whose shift score (distance of each volume to its training domain) "
+                                    "colours the points; a name or a checkpoint path")  # fmt: skip
+        self.shift_btn = QPushButton("Shift scores")
+        self.shift_btn.setToolTip("Segment each volume of the table once with this model and colour by its shift score")
+        self.shift_btn.clicked.connect(lambda: self.compute_shift())
+        shift_row = QHBoxLayout()
+        shift_row.addWidget(self.shift_model, 1)
+        shift_row.addWidget(self.shift_btn)
+        form.addRow("Shift of", shift_row)
+        self._fill_shift_models()
 
         buttons = self._init_worker_controls("Compute embedding")
 
@@ -121,7 +137,54 @@ class EmbeddingWidget(WorkerControls, QWidget):
         items = [t.strip() for t in text.split(",") if t.strip()]
         return items or None
 
+    def _fill_shift_models(self) -> None:
+        from napari_pandg.models import list_models
+
+        df = list_models(describe=False)
+        self.shift_model.addItems(list(df["name"]) if "name" in df else [])
+        i = self.shift_model.findText("synth_A_t1fs_venous")
+        if i >= 0:
+            self.shift_model.setCurrentIndex(i)
+
     # ------------------------------------------------------------------ computing
+    def compute_shift(self, model: str | None = None) -> Any:
+        """Shift score of every volume of the table under ``model`` (worker); colours by it."""
+        from napari.qt.threading import create_worker
+
+        model = model or self.shift_model.currentText().strip()
+        if self.table is None or self.table.empty:
+            self.status.setText("Compute or open an embedding first, then its volumes' shift scores.")
+            return None
+        if not model:
+            self.status.setText("Choose the model whose shift score colours the points.")
+            return None
+        self.status.setText(f"Shift scores of {self.table['image'].nunique()} volumes under {Path(model).name} …")
+        worker = create_worker(self._shift_work, self.table, model, _ignore_errors=True)
+        return self._start_worker(worker, self._show_shift)
+
+    def _shift_work(self, table: pd.DataFrame, model: str) -> dict[str, Any]:
+        from napari_pandg import embed
+
+        try:
+            return {"table": embed.volume_shift_scores(table, model, progress=self._report, cancel=self._cancel.is_set),
+                    "model": model}  # fmt: skip
+        except embed.Cancelled:
+            return {"cancelled": True}
+
+    def _show_shift(self, res: dict[str, Any]) -> None:
+        if res.get("cancelled"):
+            self.status.setText("Cancelled.")
+            return
+        self.table = res["table"]
+        per_vol = self.table.drop_duplicates("image")
+        n_flag = int((per_vol["shift_score"] > 1.0).sum())
+        self.status.setText(f"Shift score under {Path(res['model']).name}: {n_flag} of {len(per_vol)} volumes "
+                            "above 1 (outside its training domain).")  # fmt: skip
+        if self.colour_combo.currentText() != SHIFT:
+            self.colour_combo.setCurrentText(SHIFT)  # redraws
+        else:
+            self.redraw()
+
     def run(self, source: str | Path | None = None, kind: str | None = None) -> Any:
         """Compute (or open) the embedding of ``source`` in a worker; returns the worker."""
         from napari.qt.threading import create_worker
@@ -179,6 +242,14 @@ class EmbeddingWidget(WorkerControls, QWidget):
 
         assert self.table is not None
         by = self.colour_combo.currentText()
+        if by == SHIFT:
+            score = self.table["shift_score"].to_numpy(float) if "shift_score" in self.table else np.full(len(self.table), np.nan)
+            rgba = np.array(matplotlib.colormaps["RdYlGn_r"](np.clip(np.nan_to_num(score, nan=0.0), 0, SHIFT_VMAX) / SHIFT_VMAX))
+            rgba[np.isnan(score)] = (0.6, 0.6, 0.6, 1.0)
+            if len(self.selected):
+                rgba[:, 3] = 0.15
+                rgba[self.selected] = (0.1, 0.1, 1.0, 1.0)
+            return [], rgba
         vals = self.table[by].astype(str).to_numpy() if by in self.table else np.full(len(self.table), "")
         cats = sorted(set(vals))
         cmap = matplotlib.colormaps["tab20" if len(cats) > 10 else "tab10"]
@@ -208,6 +279,12 @@ class EmbeddingWidget(WorkerControls, QWidget):
 
         cmap = matplotlib.colormaps["tab20" if len(cats) > 10 else "tab10"]
         handles = [Line2D([], [], marker="o", ls="", color=cmap(i % cmap.N), label=c) for i, c in enumerate(cats[:20])]
+        if self.colour_combo.currentText() == SHIFT:
+            ramp = matplotlib.colormaps["RdYlGn_r"]
+            handles = [Line2D([], [], marker="o", ls="", color=ramp(v / SHIFT_VMAX), label=t) for v, t in
+                       ((0.0, "0 (training domain)"), (1.0, "1 (flag threshold)"), (SHIFT_VMAX, f">= {SHIFT_VMAX:g}"))]  # fmt: skip
+            if "shift_score" not in self.table:
+                handles = [Line2D([], [], marker="o", ls="", color="0.6", label="no shift scores yet: press Shift scores")]
         self.ax.legend(handles=handles, fontsize=6, loc="best", frameon=False)
         self.ax.set_xlabel("UMAP0", fontsize=8)
         self.ax.set_ylabel("UMAP1", fontsize=8)

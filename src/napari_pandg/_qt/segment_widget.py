@@ -7,6 +7,7 @@ Volumes and back (``napari_pandg.io.from_napari`` / ``layerdata.volume_layerdata
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,11 @@ class SegmentWidget(WorkerControls, QWidget):
         self.gt_combo = QComboBox()
         self.status = QLabel("Choose a model and an image.")
         self.status.setWordWrap(True)
+        #: the shift score of the last result: how far the image is from the model's training domain
+        self.shift_label = QLabel("")
+        self.shift_label.setWordWrap(True)
+        self.shift_label.setVisible(False)
+        self.shift: dict[str, Any] = {}
         buttons = self._init_worker_controls("Segment")
 
         row = QHBoxLayout()
@@ -69,6 +75,7 @@ class SegmentWidget(WorkerControls, QWidget):
         lay.addLayout(buttons)
         lay.addWidget(self.progress)
         lay.addWidget(self.status)
+        lay.addWidget(self.shift_label)
         lay.addStretch(1)
 
         self.model_btn.clicked.connect(self._choose_model)
@@ -151,7 +158,7 @@ class SegmentWidget(WorkerControls, QWidget):
         except SegmentationCancelled:
             return {"cancelled": True}
         data, kwargs = to_napari(pred)
-        out: dict[str, Any] = {"data": data, "kwargs": kwargs}
+        out: dict[str, Any] = {"data": data, "kwargs": kwargs, "shift": pred.metadata.get("shift") or {}}
         if gt is not None:
             spacing = kwargs["metadata"]["spacing_sar"]
             out["metrics"] = segmentation_metrics(data, gt, spacing=spacing, label=PANCREAS)
@@ -171,7 +178,8 @@ class SegmentWidget(WorkerControls, QWidget):
             name=name,
             colormap=label_colormap(),
             features=label_features(np.unique(res["data"])),
-            metadata=dict(image.metadata),  # saving writes on the image's own grid and header
+            # saving writes on the image's own grid and header; the shift report travels along
+            metadata={**dict(image.metadata), "shift": res.get("shift") or {}},
         )
         for key in ("scale", "translate", "affine"):
             kwargs[key] = getattr(image, key) if key != "affine" else image.affine.affine_matrix
@@ -182,6 +190,33 @@ class SegmentWidget(WorkerControls, QWidget):
         if self.metrics:
             text += f" — Dice {self.metrics['dice']:.3f}, HD95 {self.metrics['hd95']:.1f} mm, NSD {self.metrics['nsd']:.3f}"
         self.status.setText(text)
+        self._show_shift(res.get("shift") or {})
+
+    def _show_shift(self, shift: dict[str, Any]) -> None:
+        """The shift score under the result: a red warning above 1, a quiet line otherwise."""
+        from napari_pandg.models.shift import ShiftReport
+
+        self.shift = dict(shift)
+        if not shift:
+            self.shift_label.setVisible(False)
+            return
+        rep = ShiftReport.from_dict(shift)
+        if rep.flagged:
+            body = "<br>".join(f"• {html.escape(r)}" for r in rep.reasons)
+            self.shift_label.setText(f"<b>⚠ Do not trust this result without checking it: shift score "
+                                     f"{rep.score:.2f} (above 1 = outside the model's training domain)</b>"
+                                     + (f"<br>{body}" if body else ""))  # fmt: skip
+            self.shift_label.setStyleSheet("QLabel{background:#7a1f1f;color:white;border:2px solid #e74c3c;"
+                                           "border-radius:4px;padding:6px}")  # fmt: skip
+        else:
+            note = "" if rep.calibrated else " — this model has no training-domain reference: only image and volume checks ran"
+            self.shift_label.setText(f"shift score {rep.score:.2f}: within the model's training domain{note}")
+            self.shift_label.setStyleSheet("QLabel{background:#1f4d2b;color:white;border-radius:4px;padding:4px}")
+        self.shift_label.setToolTip("Shift score: max of feature distance to the training domain, model "
+                                    "uncertainty, implausible pancreas volume and image sanity, each scaled so "
+                                    "that 1 is the most unusual in-domain calibration volume.\n"
+                                    + ", ".join(f"{k} {v:.2f}" for k, v in rep.components.items()))  # fmt: skip
+        self.shift_label.setVisible(True)
 
     def _layer(self, name: str) -> Any:
         return self.viewer.layers[name] if name and name in self.viewer.layers else None

@@ -428,9 +428,7 @@ def shift_summary(masks: Sequence[Path]) -> str:
     lines = []
     flagged = 0
     for mask in masks:
-        d = json.loads(shift_sidecar(mask).read_text())
-        rep = ShiftReport(d["score"], d["flagged"], d["components"], d["reasons"],
-                          d.get("feature_distance") or float("nan"), d.get("calibrated", True))  # fmt: skip
+        rep = ShiftReport.from_dict(json.loads(shift_sidecar(mask).read_text()))
         flagged += rep.flagged
         if len(masks) == 1:
             lines.append(f"{rep.summary()}\n  (written to {shift_sidecar(mask)})")

@@ -136,6 +136,13 @@ class ShiftReport:
         d = asdict(self)
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ShiftReport:
+        """Inverse of :meth:`to_dict` (a sidecar JSON or ``Volume.metadata['shift']``)."""
+        fd = d.get("feature_distance")
+        return cls(float(d["score"]), bool(d["flagged"]), dict(d.get("components") or {}), list(d.get("reasons") or []),
+                   float("nan") if fd is None else float(fd), bool(d.get("calibrated", True)))  # fmt: skip
+
     def summary(self) -> str:
         head = f"shift score {self.score:.2f}" + (" (above 1: outside the training domain)" if self.flagged else " (in domain)")
         if not self.calibrated:
