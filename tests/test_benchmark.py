@@ -213,7 +213,11 @@ def test_constant_models_through_real_inference(tmp_path: Path, manifest: Path, 
     # the shift score of every case is in the table: a model that finds no pancreas is flagged
     assert (b["shift_score"] >= 2.0).all() and b["shift_flagged"].all()
     assert b["shift_reasons"].str.contains("no pancreas was found").all()
-    assert pc["shift_score"].notna().all()
+    assert pc["shift_score"].notna().all() and (b["shift_volume"] == 2.0).all()
+    import json
+
+    sig = [json.loads(line) for line in (tmp_path / "out" / "shift_signals.jsonl").read_text().splitlines()]
+    assert len(sig) == len(pc) and {"features", "confidence", "volume_ml", "dice"} <= set(sig[0])  # one per case
     f = pc[pc["model"] == "full"]
     for r in f.itertuples():
         gt = truth[r.image].array

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -71,7 +72,8 @@ def choose_postprocess(model: SegModel, run: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run", type=Path, help="run folder with best.pt and split.csv")
+    ap.add_argument("run", type=Path, help="run folder with best.pt (and split.csv for manifest runs), or a "
+                    "checkpoint file (e.g. a shipped model) to refit its shift reference with --shift-manifest")
     ap.add_argument("--bench", type=Path, help="summary.csv written by pandg benchmark for this model")
     ap.add_argument("--bench-model", help="the row of --bench to record (default: the model's name, else the first)")
     ap.add_argument("--data-command", default="", help="the command that generated the training data")
@@ -81,11 +83,16 @@ def main() -> None:
     ap.add_argument("--shift-reference", type=int, default=30, metavar="N",
                     help="fit the shift-score reference on N training-domain volumes of the run and "
                          "calibrate it on its validation subjects (0: keep the checkpoint's)")  # fmt: skip
+    ap.add_argument("--shift-manifest", type=Path, default=None,
+                    help="fit the shift reference on these training-domain volumes instead (last 8 calibrate)")
     ap.add_argument("--out", type=Path, help="write here instead of the package's weights folder")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args()
 
-    model = load_checkpoint(args.run / "best.pt")
+    if args.run.is_file() and (args.postprocess == "auto" or args.shift_manifest is None and args.shift_reference > 0):
+        raise SystemExit(f"{args.run}: a checkpoint file has no run folder: use --postprocess keep/none/largest and "
+                         "--shift-manifest (or --shift-reference 0)")  # fmt: skip
+    model = load_checkpoint(args.run if args.run.is_file() else args.run / "best.pt")
     desc = model.description
     if (args.run / "split.csv").exists():  # manifest runs (streamed runs trained on no dataset subject)
         split = pd.read_csv(args.run / "split.csv", dtype=str)
@@ -106,7 +113,14 @@ def main() -> None:
         desc.extra["postprocess_validation"] = val
         print(f"validation Dice without / with largest component: {val['without']:.4f} / {val['with']:.4f} "
               f"(n = {val['n']}) -> postprocess {desc.postprocess or 'none'}")  # fmt: skip
-    if args.shift_reference > 0:
+    if args.shift_manifest is not None:
+        from napari_pandg.train.shift_reference import reference_from_manifest
+
+        desc.shift = reference_from_manifest(model, args.shift_manifest,
+                                             progress=lambda d, t, w: print(f"[shift {d}/{t}] {w}", flush=True))  # fmt: skip
+        desc.extra["shift_command"] = shlex.join(["python", "training/ship_model.py", *sys.argv[1:]])
+        print(f"shift reference: {desc.shift['source']}; feature threshold {desc.shift['feature_threshold']:.2f}")
+    elif args.shift_reference > 0:
         from napari_pandg.train.shift_reference import build_shift_reference
 
         desc.shift = build_shift_reference(model, args.run, n_fit=args.shift_reference,

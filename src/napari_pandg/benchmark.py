@@ -70,8 +70,8 @@ SHIFTS = ("in_domain", "cross_center", "cross_sequence", "cross_both")
 PER_CASE_COLUMNS = (
     "model", "method", "subject", "center", "sequence", "in_domain", "domain_shift",
     "seen_in_training", "model_split", "seen_evidence", "dice", "hd95", "nsd", "empty_gt",
-    "empty_pred", "volume_gt_ml", "volume_pred_ml", "shift_score", "shift_flagged", "shift_reasons",
-    "seconds", "image", "label", "prediction", "error",
+    "empty_pred", "volume_gt_ml", "volume_pred_ml", "shift_score", "shift_flagged", "shift_feature",
+    "shift_confidence", "shift_volume", "shift_image", "shift_reasons", "seconds", "image", "label", "prediction", "error",
 )  # fmt: skip
 
 #: values of ``per_case.csv``'s ``seen_in_training``
@@ -822,6 +822,7 @@ def run_benchmark(
     # repeated images are adjacent and their predictions are reused (the cache holds one image)
     order = sorted(plan, key=lambda i: (str(df.at[i, "image"]), i))
     records: list[dict[str, Any]] = []
+    signals: list[dict[str, Any]] = []
     cache_image: str | None = None
     cache: dict[int, tuple[Any, float, str]] = {}
     done, cancelled = 0, False
@@ -868,6 +869,11 @@ def run_benchmark(
                     rec.update({"seconds": round(dt, 3), "prediction": ppath,
                                 "shift_score": rep.get("score"), "shift_flagged": rep.get("flagged"),
                                 "shift_reasons": "; ".join(rep.get("reasons") or [])})  # fmt: skip
+                    for comp in ("feature", "confidence", "volume", "image"):
+                        rec[f"shift_{comp}"] = (rep.get("components") or {}).get(comp)
+                    if "shift_signals" in seg.metadata:  # raw signals: refit or study the score offline
+                        signals.append({"model": e.key, "image": row["image"], "dice": rec["dice"],
+                                        **seg.metadata["shift_signals"]})  # fmt: skip
                 except SegmentationCancelled:
                     cancelled = True
                     break
@@ -912,6 +918,14 @@ def run_benchmark(
     _write_csv(per_case, out_dir / "per_case.csv")
     _write_csv(summary, out_dir / "summary.csv")
     _write_csv(cells, out_dir / "cells.csv")
+    if signals:
+        import json
+
+        def finite(v: Any) -> Any:
+            return None if isinstance(v, float) and not math.isfinite(v) else v
+
+        text = "".join(json.dumps({k: finite(v) for k, v in r.items()}, default=str) + "\n" for r in signals)
+        _write_text(text, out_dir / "shift_signals.jsonl")
     shift_table = shift_auroc_table(ok) if len(ok) else pd.DataFrame()
     _write_csv(shift_table, out_dir / "shift_auroc.csv")
     if len(ok) and ok["shift_score"].notna().any():

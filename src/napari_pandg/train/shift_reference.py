@@ -11,6 +11,10 @@ full inference path, exactly as a user's volume goes) and fits the reference of
   subjects;
 * manifest runs: the run's training subjects (training domain) to fit, its validation
   subjects to calibrate.
+
+:func:`reference_from_manifest` does the same from any list of training-domain volumes (e.g.
+new subjects of the generator, center and sequence a shipped model was trained on, when its
+run folder is gone): the last ``n_cal`` rows calibrate, the others fit.
 """
 
 from __future__ import annotations
@@ -90,3 +94,31 @@ def build_shift_reference(
                     progress(done, total, f"{part} {r['subject']}")
         source = f"{cfg.data.manifest}: {len(parts['fit'])} training-split volumes to fit, {len(parts['cal'])} validation to calibrate"
     return fit_reference(fit, cal, layer, source)
+
+
+def reference_from_manifest(
+    model: SegModel, manifest: str | os.PathLike, n_cal: int = 8,
+    progress: Callable[[int, int, str], Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The ``ModelDescription.shift`` entry fitted on the volumes of ``manifest`` (all of them
+    must come from the model's training domain: same sequence, scanner family, anatomy)."""
+    from napari_pandg.io import load_volume, read_index
+    from napari_pandg.models.inference import shift_layer
+
+    layer = shift_layer(model)
+    if layer is None:
+        raise ValueError(f"{model.name}: the network has no 3D feature maps to fit a shift reference on")
+    df = read_index(manifest)
+    if len(df) < n_cal + 5:
+        raise ValueError(f"{manifest}: {len(df)} volumes; a shift reference needs >= {n_cal + 5} "
+                         f"({n_cal} to calibrate, >= 5 to fit)")  # fmt: skip
+    sig: list[ShiftSignals] = []
+    for i, r in enumerate(df.to_dict("records")):
+        sig.append(_signals(model, load_volume(r["image"])))
+        if progress is not None:
+            progress(i + 1, len(df), f"{'fit' if i < len(df) - n_cal else 'cal'} {r['subject']} {r['sequence']}")
+    seqs = sorted(set(df["sequence"].astype(str)))
+    centers = sorted(set(df["center"].astype(str)))
+    source = (f"{Path(manifest).name}: {len(df) - n_cal} training-domain volumes to fit, {n_cal} to calibrate "
+              f"(centers {','.join(centers)}, sequences {','.join(seqs)})")  # fmt: skip
+    return fit_reference(sig[:-n_cal], sig[-n_cal:], layer, source)
