@@ -121,3 +121,20 @@ def test_cli_writes_and_prints_the_shift_score(tmp_path: Path, capsys) -> None:
                  "--output", str(tmp_path / "blank_seg.nii.gz")]) == 2  # fmt: skip
     assert "blank_seg.shift.json" in capsys.readouterr().err
     assert (tmp_path / "blank_seg.shift.json").read_bytes() == before
+
+
+def test_reference_of_another_network_is_refused(tmp_path: Path) -> None:
+    from napari_pandg.models import ModelError, load_checkpoint, segment_volume
+    from napari_pandg.models.inference import shift_layer
+
+    model = load_checkpoint(_tiny_model(tmp_path))
+    vol = _phantom(2)
+    good = shift_layer(model)
+    ref = {"mean": [0.0] * 3, "precision": [[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]], "feature_threshold": 1.0,
+           "confidence_threshold": 0.1}  # fmt: skip
+    model.description.shift = {**ref, "layer": "no.such.layer"}
+    with pytest.raises(ModelError, match="does not have"):
+        segment_volume(model, vol)
+    model.description.shift = {**ref, "layer": good}  # right layer, wrong feature count
+    with pytest.raises(ValueError, match="3 features"):
+        segment_volume(model, vol)

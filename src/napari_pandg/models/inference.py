@@ -66,6 +66,9 @@ def shift_layer(model: SegModel) -> str | None:
     None for a network without 3D feature maps."""
     name = (model.description.shift or {}).get("layer")
     if name:
+        if str(name) not in dict(model.network.named_modules()):
+            raise ModelError(f"{model.path or model.name}: the shift-score reference names layer {name!r}, which "
+                             "this network does not have (a reference fitted for another model?)")  # fmt: skip
         return str(name)
     cached = getattr(model, "_shift_layer", "")
     if cached == "":

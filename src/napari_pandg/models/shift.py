@@ -171,6 +171,9 @@ def _components(ref: Mapping[str, Any] | None, sig: ShiftSignals) -> tuple[dict[
     comp: dict[str, float] = {}
     dist = float("nan")
     if ref and sig.features:
+        if len(sig.features) != len(ref["mean"]):
+            raise ValueError(f"the shift-score reference has {len(ref['mean'])} features but the network's layer "
+                             f"{ref.get('layer')!r} gives {len(sig.features)} (a reference fitted for another model?)")  # fmt: skip
         dist = mahalanobis(np.asarray(sig.features), np.asarray(ref["mean"]), np.asarray(ref["precision"]))
         comp["feature"] = dist / float(ref["feature_threshold"])
         if math.isfinite(sig.confidence):
