@@ -60,7 +60,8 @@ def _tiny_model(tmp_path: Path):
 def _phantom(seed: int, seq: str = "t1fs_venous"):
     from napari_pandg.phantom import generate_subject
 
-    return generate_subject("s", "A", (seq,), seed=seed, fine_spacing=3.5).images[seq]
+    # a coarse, small acquisition keeps the 13 segmentations of this module fast
+    return generate_subject("s", "A", (seq,), seed=seed, fine_spacing=4.0, target_shape=(128, 104, 32)).images[seq]
 
 
 def test_real_model_reference_round_trip_blank_flagged_in_domain_not(tmp_path: Path) -> None:

@@ -220,16 +220,25 @@ def shift_report(ref: Mapping[str, Any] | None, sig: ShiftSignals) -> ShiftRepor
 
 
 def fit_reference(
-    fit: Iterable[ShiftSignals], calibrate: Iterable[ShiftSignals], layer: str, source: str
-) -> dict[str, Any]:
-    """The ``ModelDescription.shift`` entry: reference features + calibrated thresholds."""
+    fit: Iterable[ShiftSignals], calibrate: Iterable[ShiftSignals], layer: str, source: str,
+    augmented: Iterable[ShiftSignals] = (),
+) -> dict[str, Any]:  # fmt: skip
+    """The ``ModelDescription.shift`` entry: reference features + calibrated thresholds.
+
+    ``fit`` and ``calibrate`` are volumes of the model's training domain (its ``domains``:
+    source center and sequence); ``augmented`` are further volumes the model was trained on
+    (e.g. the random-contrast renderings of a ``synth`` model): they widen the feature
+    statistics (mean, covariance) but not the thresholds, so that 1.0 stays "as unusual as
+    the most unusual source-domain calibration volume" (renderings span contrasts on which the
+    model is not known to be right)."""
     from sklearn.covariance import LedoitWolf
 
     fit = list(fit)
     cal = list(calibrate)
+    aug = list(augmented)
     if len(fit) < 5 or len(cal) < 2:
         raise ValueError(f"a shift reference needs >= 5 fitting and >= 2 calibration volumes (got {len(fit)}, {len(cal)})")
-    X = np.asarray([s.features for s in fit], np.float64)
+    X = np.asarray([s.features for s in fit + aug], np.float64)
     lw = LedoitWolf().fit(X)
     mean, prec = lw.location_, lw.precision_
     d_cal = [mahalanobis(np.asarray(s.features), mean, prec) for s in cal]
@@ -246,6 +255,7 @@ def fit_reference(
         "confidence_threshold": float(max(max(conf), 1e-3)) if conf else 1.0,
         "fg_fraction": [float(min(fg)) / 2.0, min(1.0, float(max(fg)) * 1.5)],
         "volume_ml": list(PLAUSIBLE_ML),
-        "calibration": {"feature_distance": [round(float(d), 3) for d in d_cal], "n_fit": len(fit), "n_cal": len(cal)},
+        "calibration": {"feature_distance": [round(float(d), 3) for d in d_cal], "n_fit": len(fit), "n_cal": len(cal),
+                        "n_augmented": len(aug)},
         "source": source,
     }

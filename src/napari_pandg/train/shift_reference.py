@@ -63,16 +63,17 @@ def build_shift_reference(
         jobs = [("fit", REFERENCE_BASE + i) for i in range(n_fit)]
         jobs += [("cal", -(i + 1)) for i in range(n_val)]
         jobs += [("cal", REFERENCE_BASE + n_fit + i) for i in range(n_cal_extra)]
+        aug: list[ShiftSignals] = []
         for done, (part, k) in enumerate(jobs, 1):
             img, _lab, rendered, info = ps.volumes(k, renders=renders)
-            target = fit if part == "fit" else cal
-            target.append(_signals(model, img))
-            target += [_signals(model, vol) for vol, _ in rendered]
+            (fit if part == "fit" else cal).append(_signals(model, img))
+            aug += [_signals(model, vol) for vol, _ in rendered]
             if progress is not None:
                 progress(done, len(jobs), f"{part} {info['subject']}")
-        source = (f"phantom stream of the run (seed {cfg.seed}): {n_fit} fresh subjects to fit "
-                  f"(source image{' + 1 random-contrast acquisition' if renders else ''} each), "
-                  f"{n_val} validation + {n_cal_extra} further subjects to calibrate")  # fmt: skip
+        source = (f"phantom stream of the run (seed {cfg.seed}): {n_fit} fresh subjects' source-domain images to fit"
+                  f"{f', {len(aug)} random-contrast acquisitions (one per subject) widen the feature statistics' if aug else ''}; "
+                  f"{n_val} validation + {n_cal_extra} further subjects' source-domain images calibrate")  # fmt: skip
+        return fit_reference(fit, cal, layer, source, augmented=aug)
     else:
         from napari_pandg.io import load_volume
         from napari_pandg.train.data import read_manifest, read_split, select_rows
