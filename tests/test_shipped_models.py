@@ -28,14 +28,22 @@ def test_shipped_models_are_self_describing() -> None:
         assert d.domains == {"centers": ["A"], "sequences": ["t1fs_venous"]}
         assert d.label_map == {0: 0, 1: PANCREAS}
         assert d.command.startswith("pandg train training/configs/")
-        assert d.extra["train_subjects"] and d.extra["test_subjects"]
+        streamed = d.extra.get("train_data", {}).get("source") == "phantom_stream"
+        # a streamed model trained on generated subjects only: no dataset subject to list
+        assert streamed or (d.extra["train_subjects"] and d.extra["test_subjects"])
         assert "in-domain Dice" in d.notes
-        assert d.val_metrics["dice"] > 0.8
         # the largest-component step was chosen on validation subjects, never on test subjects
         val = d.extra["postprocess_validation"]
-        assert not set(val["subjects"]) & set(d.extra["test_subjects"])
-        assert set(val["subjects"]) <= set(d.extra["val_subjects"])
+        assert not set(val["subjects"]) & set(d.extra.get("test_subjects") or [])
+        if streamed:  # validated on the run's own stream subjects (randomised anatomy: a harder set)
+            assert d.val_metrics["dice"] > 0.7 and all(str(v).startswith("stream") for v in val["subjects"])
+        else:
+            assert d.val_metrics["dice"] > 0.8
+            assert set(val["subjects"]) <= set(d.extra["val_subjects"])
         assert (d.postprocess == {"largest_component": [1]}) == (val["with"] > val["without"])
+        # every shipped model carries a calibrated shift-score reference on its bottleneck
+        assert d.shift["layer"] and len(d.shift["mean"]) == 128 and d.shift["feature_threshold"] > 0
+        assert d.shift["calibration"]["n_fit"] >= 16 and d.shift["calibration"]["n_cal"] >= 8
 
 
 @pytest.mark.slow
