@@ -139,3 +139,26 @@ def test_reference_of_another_network_is_refused(tmp_path: Path) -> None:
     model.description.shift = {**ref, "layer": good}  # right layer, wrong feature count
     with pytest.raises(ValueError, match="3 features"):
         segment_volume(model, vol)
+
+
+def test_sidecar_when_nothing_is_found(tmp_path: Path, capsys) -> None:
+    """A model that finds no pancreas (no confidence to average: NaN) still writes valid JSON
+    and exits 0; the report says no pancreas was found."""
+    from napari_pandg.cli import main
+    from napari_pandg.io import save_volume
+    from napari_pandg.models import ModelDescription, build_model, save_checkpoint
+
+    desc = ModelDescription(name="bg", arch_kwargs=dict(TINY), spacing=(4.0, 4.0, 6.0), patch_size=(32, 32, 16),
+                            command="pytest")  # fmt: skip
+    net = build_model(desc)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        net.get_parameter([k for k, _ in net.named_parameters()][-1]).copy_(torch.tensor([5.0, -5.0]))
+    ckpt = save_checkpoint(tmp_path / "bg.pt", desc, net.eval())
+    save_volume(_phantom(3), tmp_path / "img.nii.gz")
+    assert main(["segment", "--model", str(ckpt), "--input", str(tmp_path / "img.nii.gz"),
+                 "--output", str(tmp_path / "img_seg.nii.gz")]) == 0  # fmt: skip
+    side = json.loads((tmp_path / "img_seg.shift.json").read_text())
+    assert side["flagged"] and side["signals"]["confidence"] is None and "no pancreas" in " ".join(side["reasons"])
+    assert "no pancreas was found" in capsys.readouterr().out

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -335,11 +335,22 @@ def write_shift_sidecar(seg: Volume, mask: str | os.PathLike, image: str | os.Pa
     doc = {"image": str(image) if image else None, "mask": str(mask), "model": meta.get("model"),
            "model_path": meta.get("model_path"), **meta["shift"],
            "signals": {k: v for k, v in meta["shift_signals"].items() if k != "features"}}  # fmt: skip
-    return atomic_write_text(shift_sidecar(mask), json.dumps(doc, indent=2, allow_nan=False, default=_json_safe) + "\n")
+    return atomic_write_text(shift_sidecar(mask), json.dumps(_json_safe(doc), indent=2, allow_nan=False) + "\n")
 
 
 def _json_safe(v: Any) -> Any:
-    return None if isinstance(v, float) and not math.isfinite(v) else str(v)
+    """JSON-ready copy: NaN/inf -> null (e.g. no pancreas found: no confidence), paths -> str."""
+    if isinstance(v, Mapping):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, (bool, int, str)) or v is None:
+        return v
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(float(v)) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    return str(v)
 
 
 def _check_manifest(
