@@ -502,7 +502,7 @@ def test_argparse_wiring(tmp_path, volume):
         ["--checkpoint", str(tmp_path / "MedSAM2_latest.pt"), "-i", str(src), "-o",
          str(tmp_path / "m.nii.gz"), "--box", "6,28,25,68,55", "--z-range", "2", "9"]
     )
-    assert args.image_size == 512 and args.config == "sam2.1_hiera_t" and args.z_range == [2, 9]
+    assert args.image_size == 512 and args.config == "auto" and args.z_range == [2, 9]
     with pytest.raises(SamCheckpointError, match="MedSAM2_latest.pt"):
         run_from_args(args)
 

@@ -102,13 +102,14 @@ class SamWidget(QWidget):
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
-        from napari_pandg.sam import CONFIGS
+        from napari_pandg.sam import AUTO_CONFIG, CONFIGS
 
         self.ckpt_edit = QLineEdit()
         self.ckpt_edit.setPlaceholderText("MedSAM2_latest.pt (local file)")
         self.ckpt_btn = QPushButton("…")
         self.config_combo = QComboBox()
-        self.config_combo.addItems(list(CONFIGS))
+        self.config_combo.addItems([AUTO_CONFIG, *CONFIGS])
+        self.config_combo.setToolTip("auto: read from the checkpoint's structure (MedSAM2 files are sam2.1_hiera_t)")
         self.size_spin = QSpinBox()
         self.size_spin.setRange(64, 2048)
         self.size_spin.setSingleStep(64)
@@ -240,7 +241,7 @@ class SamWidget(QWidget):
         if s is None:
             return
         self.ckpt_edit.setText(str(getattr(s, "checkpoint", "") or ""))
-        self.config_combo.setCurrentText(str(getattr(s, "config", "sam2.1_hiera_t")))
+        self.config_combo.setCurrentText(str(getattr(s, "config", "auto")))
         self.size_spin.setValue(int(getattr(s, "image_size", 512)))
         self.device_combo.setCurrentText(str(getattr(s, "device", "auto")))
         self.cache_edit.setText(str(getattr(s, "cache_dir", "") or ""))

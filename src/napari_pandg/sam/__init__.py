@@ -3,7 +3,7 @@
 Importing this package is cheap: torch and sam2 are imported only when a model is built.
 
 >>> from napari_pandg.sam import load_sam_model, VolumeSegmenter
->>> engine = load_sam_model("MedSAM2_latest.pt")          # sam2.1_hiera_t at 512, CPU by default
+>>> engine = load_sam_model("MedSAM2_latest.pt")          # config from the file (hiera-tiny), 512 px
 >>> seg = VolumeSegmenter(engine)                         # doctest: +SKIP
 >>> seg.set_volume(volume.array)                          # (X, Y, Z) NIfTI order  # doctest: +SKIP
 >>> mask = seg.propagate(z=40, box=(x0, y0, x1, y1))      # doctest: +SKIP
@@ -23,9 +23,11 @@ from napari_pandg.sam.cli import (
 )
 from napari_pandg.sam.errors import SamCheckpointError, SamError, SamPromptError, SamStateError
 from napari_pandg.sam.model import (
+    AUTO_CONFIG,
     CONFIGS,
     SamEngine,
     build_image_predictor,
+    detect_config,
     load_sam_model,
     resolve_config,
     save_checkpoint,
@@ -42,6 +44,7 @@ from napari_pandg.sam.preprocess import (
 from napari_pandg.sam.segmenter import VolumeSegmenter, largest_connected_component
 
 __all__ = [
+    "AUTO_CONFIG",
     "CONFIGS",
     "CT_WINDOWS",
     "SamCheckpointError",
@@ -66,5 +69,6 @@ __all__ = [
     "slice_to_model_input",
     "stack_to_model_input",
     "suggest_config",
+    "detect_config",
     "write_mask_nifti",
 ]

@@ -114,7 +114,7 @@ def run_sam_cli(
     output_path: str | Path,
     box: str | None,
     points: str | None = None,
-    config: str = "sam2.1_hiera_t",
+    config: str = "auto",
     image_size: int = 512,
     device: str = "auto",
     overwrite: bool = False,
@@ -230,7 +230,11 @@ def add_sam_arguments(parser) -> None:
         "--points", default=None,
         help="'Z,X,Y,+;Z,X,Y,-': points; those off the key slice are applied as corrections",
     )
-    parser.add_argument("--config", default="sam2.1_hiera_t", help="sam2.1_hiera_t|s|b+|l")
+    parser.add_argument(
+        "--config", default="auto",
+        help="auto (default: from the checkpoint's structure; MedSAM2 files are sam2.1_hiera_t) | "
+        "sam2.1_hiera_t | sam2.1_hiera_s | sam2.1_hiera_b+ | sam2.1_hiera_l",
+    )
     parser.add_argument("--image-size", type=int, default=512, help="model input size (MedSAM2: 512)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument(

@@ -51,6 +51,9 @@ _TRUNK_SIGNATURES: dict[tuple[int, int], str] = {
     (144, 48): "sam2.1_hiera_l",
 }
 
+#: the value of ``config`` that picks the config from the checkpoint's structure (:func:`detect_config`)
+AUTO_CONFIG = "auto"
+
 PREDICTOR_TARGET = "napari_pandg.sam.predictor.VolumePredictor"
 
 
@@ -59,11 +62,13 @@ def resolve_config(config: str) -> str:
     name = Path(str(config)).name
     name = re.sub(r"\.ya?ml$", "", name)
     key = name.lower()
+    if key == AUTO_CONFIG:
+        return AUTO_CONFIG
     if key in CONFIGS:
         return key
     if key in CONFIG_ALIASES:
         return CONFIG_ALIASES[key]
-    raise ValueError(f"unknown SAM2 config {config!r}; choose one of {sorted(CONFIGS)}")
+    raise ValueError(f"unknown SAM2 config {config!r}; choose {AUTO_CONFIG!r} or one of {sorted(CONFIGS)}")
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -108,6 +113,8 @@ def build_config(
     from omegaconf import OmegaConf
 
     name = resolve_config(config)
+    if name == AUTO_CONFIG:
+        raise ValueError("build_config needs a concrete config; 'auto' is resolved from a checkpoint (detect_config)")
     path = Path(sam2.__file__).parent / CONFIGS[name]
     if not path.is_file():
         raise FileNotFoundError(f"sam2 config {path} not found (is sam2==1.1.0 installed?)")
@@ -120,29 +127,65 @@ def build_config(
     return cfg
 
 
-def suggest_config(state_dict: dict[str, Any]) -> str | None:
-    """Guess the SAM2.1 config a state dict was made for from its Hiera trunk."""
+_SIZES = ", ".join(f"{n.split('_')[-1]} ({d}/{b})" for (d, b), n in _TRUNK_SIGNATURES.items())
+
+
+def _trunk_blocks(keys: list[str]) -> int:
+    return len({int(m.group(1)) for k in keys if (m := re.match(r"image_encoder\.trunk\.blocks\.(\d+)\.", k))})
+
+
+def _layout(state_dict: dict[str, Any]) -> tuple[str | None, str]:
+    """(config name or None, what the state dict is), from its keys and shapes alone."""
     keys = list(state_dict)
-    if any(k.startswith("image_encoder.trunk.blocks.") for k in keys):
-        blocks = {
-            int(m.group(1))
-            for k in keys
-            if (m := re.match(r"image_encoder\.trunk\.blocks\.(\d+)\.", k))
-        }
-        w = state_dict.get("image_encoder.trunk.patch_embed.proj.weight")
-        dim = int(w.shape[0]) if w is not None and hasattr(w, "shape") else -1
-        name = _TRUNK_SIGNATURES.get((dim, len(blocks)))
-        if name is None:
-            return (
-                f"none of the SAM2.1 configs (trunk embed_dim={dim}, {len(blocks)} blocks; "
-                "EfficientTAM / EfficientMedSAM2 checkpoints are not supported)"
-            )
-        if not any(k.startswith("obj_ptr_tpos_proj") or k == "no_obj_embed_spatial" for k in keys):
-            return name.replace("sam2.1", "sam2") + " (SAM 2.0, not 2.1: not supported)"
-        return name
-    if any(k.startswith("image_encoder.") for k in keys):
-        return "none of the SAM2.1 configs (no Hiera trunk; EfficientTAM / EfficientMedSAM2 are not supported)"
-    return None
+    if not any(k.startswith("image_encoder.") for k in keys) or not any(k.startswith("sam_mask_decoder.") for k in keys):
+        return None, (
+            f"not a SAM2 checkpoint: no image_encoder / sam_mask_decoder weights among its {len(keys)} keys "
+            f"(e.g. {keys[:3]}); give a MedSAM2 (MedSAM2_latest.pt, ...) or Meta SAM 2.1 file"
+        )
+    w = state_dict.get("image_encoder.trunk.patch_embed.proj.weight")
+    shape = tuple(int(x) for x in w.shape) if hasattr(w, "shape") else ()
+    dim, blocks = (shape[0] if shape else -1), _trunk_blocks(keys)
+    if len(shape) == 4 and shape[-1] >= 14:  # a plain ViT patchify (16 x 16), not Hiera's 7 x 7 stem
+        return None, (
+            f"an EfficientTAM / EfficientMedSAM2 checkpoint (ViT image encoder: {shape[-2]} x {shape[-1]} "
+            f"patches, embed_dim {dim}, {blocks} blocks), e.g. eff_medsam2_*.pt or efficienttam_*.pt; "
+            "these need the efficient_track_anything package and are not supported: use a SAM 2.1 "
+            "hiera file such as MedSAM2_latest.pt"
+        )
+    name = _TRUNK_SIGNATURES.get((dim, blocks))
+    if name is None:
+        return None, (
+            f"a Hiera image encoder with embed_dim {dim} and {blocks} blocks, which matches none of the "
+            f"SAM 2.1 sizes (embed_dim/blocks): {_SIZES}"
+        )
+    if not any(k.startswith("obj_ptr_tpos_proj") or k == "no_obj_embed_spatial" for k in keys):
+        size = name.split("_")[-1]
+        return None, (
+            f"a SAM 2.0 checkpoint (sam2_hiera_{size}.pt layout: no obj_ptr_tpos_proj / no_obj_embed_spatial); "
+            f"only SAM 2.1 files are supported: use sam2.1_hiera_{size}.pt or a MedSAM2 file"
+        )
+    return name, f"SAM 2.1 {name}"
+
+
+def detect_config(state_dict: dict[str, Any], path: Path | str = "checkpoint") -> str:
+    """The SAM 2.1 config a state dict was made for, from its structure (no file name needed).
+
+    MedSAM2 files (``MedSAM2_latest.pt``, ``MedSAM2_2411.pt``, ``MedSAM2_MRI_LiverLesion.pt``,
+    ``MedSAM2_CTLesion.pt``, ``MedSAM2_US_Heart.pt``, ``medsam2_FLARE25_RECIST_baseline.pt``) are
+    hiera-tiny (``sam2.1_hiera_t``; MedSAM2 runs it at 512 px); Meta's ``sam2.1_hiera_{t,s,b+,l}.pt``
+    give their size. EfficientTAM / EfficientMedSAM2, SAM 2.0 and anything else raise
+    :class:`SamCheckpointError` saying what the file is.
+    """
+    name, what = _layout(state_dict)
+    if name is None:
+        raise SamCheckpointError(f"{path}: {what}")
+    return name
+
+
+def suggest_config(state_dict: dict[str, Any]) -> str | None:
+    """The config a state dict fits, or a sentence saying why none does (for error messages)."""
+    name, what = _layout(state_dict)
+    return name or what
 
 
 def _read_state_dict(path: Path) -> dict[str, Any]:
@@ -156,8 +199,12 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - re-raised with the file name
         raise SamCheckpointError(f"cannot read SAM checkpoint {path}: {exc}") from exc
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]
+    # MedSAM2 / Meta files and sam2 training checkpoints: {"model": sd, (optimizer, epoch, ...)};
+    # Lightning-style files: {"state_dict": sd}
+    for wrapper in ("model", "state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+            break
     if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) for k in obj):
         raise SamCheckpointError(
             f"{path} is not a SAM2 state dict (expected a dict of tensors or {{'model': state_dict}})"
@@ -251,7 +298,7 @@ class SamEngine:
 
 def load_sam_model(
     checkpoint: str | Path | None,
-    config: str = "sam2.1_hiera_t",
+    config: str = AUTO_CONFIG,
     image_size: int = 512,
     device: str = "auto",
     *,
@@ -268,8 +315,9 @@ def load_sam_model(
         A ``.pt`` file holding a bare SAM2 state dict or ``{"model": state_dict}`` (MedSAM2 and Meta
         checkpoints). Nothing is ever downloaded. ``None`` needs ``random_init=True`` (tests).
     config:
-        ``sam2.1_hiera_t`` (MedSAM2), ``sam2.1_hiera_s``, ``sam2.1_hiera_b+``, ``sam2.1_hiera_l``
-        or an alias ('tiny', 'medsam2', ...).
+        ``auto`` (default: read from the checkpoint's structure, :func:`detect_config`; hiera-tiny
+        without a checkpoint), ``sam2.1_hiera_t`` (MedSAM2), ``sam2.1_hiera_s``,
+        ``sam2.1_hiera_b+``, ``sam2.1_hiera_l`` or an alias ('tiny', 'medsam2', ...).
     image_size:
         Model input size. MedSAM2 = 512; Meta SAM2.1 = 1024; tests use 64-128.
     device:
@@ -297,6 +345,8 @@ def load_sam_model(
     if checkpoint is not None:
         ckpt_path = Path(checkpoint).expanduser()
         state_dict = _read_state_dict(ckpt_path)  # before building: fail fast on a bad path
+    if cfg_name == AUTO_CONFIG:
+        cfg_name = detect_config(state_dict, ckpt_path) if state_dict is not None else "sam2.1_hiera_t"
     dev = resolve_device(device)
     if num_threads:
         torch.set_num_threads(int(num_threads))
