@@ -278,6 +278,80 @@ def test_ddp_two_processes_train_the_same_model(manifest: Path, tmp_path: Path):
     assert proc.stdout.count("best checkpoint:") == 1  # rank 0 reports
 
 
+# --------------------------------------------------------------------------- separate process
+def _process_cfg(manifest: Path, out: Path, tmp_path: Path, name: str, epochs: int, steps: int) -> Path:
+    from napari_pandg.train.config import dump_config
+
+    cfg_p = tmp_path / f"{name}.yaml"
+    dump_config(tiny_cfg(manifest, out, "threads=1", epochs=epochs, steps=steps), cfg_p)
+    return cfg_p
+
+
+def test_trainer_process_reports_json_lines_and_resumes(manifest: Path, tmp_path: Path):
+    from napari_pandg.train.process import TrainerProcess
+
+    out = tmp_path / "proc"
+    cfg_p = _process_cfg(manifest, out, tmp_path, "proc", epochs=2, steps=2)
+    proc = TrainerProcess(cfg_p, out, env={"OMP_NUM_THREADS": "1", "PANDG_TRAIN_COMMAND": "pytest process"}).start()
+    events = list(proc.events())
+    res = proc.result()
+    kinds = [e["event"] for e in events]
+    assert kinds[-1] == "done" and "log" in kinds, kinds
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2]
+    assert all(isinstance(e["loss"], float) for e in events if e["event"] == "epoch")
+    assert res.returncode == 0 and not res.cancelled and res.epochs_done == 2
+    assert res.last_path.exists() and load_checkpoint(res.last_path).description.command == "pytest process"
+    # Resume: the same run folder with more epochs continues after epoch 2
+    again = TrainerProcess(out / "config.yaml", out, ["optim.epochs=3"], env={"OMP_NUM_THREADS": "1"}).start()
+    ev2 = list(again.events())
+    assert [e["epoch"] for e in ev2 if e["event"] == "epoch"] == [3]
+    assert any("resuming" in str(e.get("text", "")) for e in ev2)
+    assert again.result().epochs_done == 3
+
+
+def test_trainer_process_survives_sigkill_and_stops_cleanly(manifest: Path, tmp_path: Path):
+    from napari_pandg.train.process import TrainerProcess, TrainerProcessError, resumable
+
+    out = tmp_path / "killed"
+    cfg_p = _process_cfg(manifest, out, tmp_path, "killed", epochs=500, steps=30)
+    env = {"OMP_NUM_THREADS": "1"}
+    proc = TrainerProcess(cfg_p, out, env=env).start()
+    for ev in proc.events():
+        if ev["event"] == "epoch":
+            proc.kill()  # SIGKILL: no handler, no cleanup in the trainer
+    with pytest.raises(TrainerProcessError, match=r"killed by signal SIGKILL after epoch \d+;.*last\.pt.*resume"):
+        proc.result()
+    assert proc.wait() == -9 and resumable(out)
+    done = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["epoch"]
+    assert load_checkpoint(out / "last.pt").description.name  # a whole, loadable checkpoint
+    # start the same folder again: resumes after the saved epoch; Stop ends it after the current step
+    proc2 = TrainerProcess(out / "config.yaml", out, env=env).start()
+    first = None
+    for ev in proc2.events():
+        if ev["event"] == "epoch" and first is None:
+            first = ev["epoch"]
+            proc2.stop()
+    res = proc2.result()
+    assert first == done + 1, (first, done)
+    assert res.cancelled and res.returncode == 0 and first <= res.epochs_done < 500
+
+
+def test_trainer_process_refused_config_is_a_clear_error(tmp_path: Path):
+    from napari_pandg.train.process import TrainerProcess, TrainerProcessError, trainer_command
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  lr: fast\n")
+    proc = TrainerProcess(bad, tmp_path / "run").start()
+    events = list(proc.events())
+    assert events and events[-1]["event"] == "error" and "bad.yaml" in events[-1]["message"]
+    with pytest.raises(TrainerProcessError, match=r"refused to start: training config .*bad\.yaml.*lr"):
+        proc.result()
+    assert proc.wait() == 2
+    cmd = trainer_command(bad, ["optim.epochs=2"], nproc=2)
+    assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    assert cmd[-2:] == ["optim.epochs=2", "--json-progress"]
+
+
 # --------------------------------------------------------------------------- features
 def test_render_views_share_geometry_not_contrast():
     from napari_pandg.train.features import render, voxel_contrastive_loss

@@ -91,3 +91,37 @@ def test_finetune_cancel_and_bad_pairs(setup, qtbot) -> None:
     wait_worker(qtbot, worker, timeout=120_000)
     assert widget.result is not None and widget.result.cancelled and "Cancelled" in widget.status.text()
     assert widget.result.epochs_done < 50
+
+
+def test_finetune_runs_in_its_own_process_and_survives_sigkill(setup, qtbot) -> None:
+    """The trainer is another process: SIGKILL ends it, not napari; the widget says so; Fine-tune resumes."""
+    viewer, widget, base, tmp_path = setup
+    img = next(ly.name for ly in viewer.layers if ly.__class__.__name__ == "Image")
+    widget.add_pair(img, f"{img}_labels")
+    widget.model_combo.setCurrentText(str(base))
+    widget.label_value.setValue(10)
+    widget.epochs.setValue(200)
+    widget.steps.setValue(20)
+    run = tmp_path / "run_kill"
+    widget.run_dir.setText(str(run))
+    worker = widget.run()
+    qtbot.waitUntil(lambda: len(widget.history) >= 1, timeout=180_000)
+    proc = widget._proc
+    assert proc is not None and proc.pid != os.getpid() and proc.running
+    proc.kill()
+    wait_worker(qtbot, worker, timeout=60_000)
+    text = widget.status.text()
+    assert "killed by signal SIGKILL" in text and "resume" in text, text
+    assert widget.result is None and widget.run_btn.isEnabled()
+    assert (run / "last.pt").exists() and len(viewer.layers) >= 2  # napari lives on, the run is resumable
+    done = max(r["epoch"] for r in widget.history)
+    # Fine-tune again on the same folder: resumes; Cancel stops after the current step
+    widget.epochs.setValue(200)
+    worker = widget.run()
+    qtbot.waitUntil(lambda: "Resuming" in widget.status.text() or len(widget.history) >= 1, timeout=60_000)
+    qtbot.waitUntil(lambda: len(widget.history) >= 1, timeout=180_000)
+    assert widget.history[0]["epoch"] >= done  # continued, not restarted
+    widget.cancel()
+    wait_worker(qtbot, worker, timeout=120_000)
+    assert widget.result is not None and widget.result.cancelled and "Cancelled" in widget.status.text()
+    assert widget.install_btn.isEnabled()

@@ -1,8 +1,12 @@
 """Fine-tune dock widget: few-shot fine-tuning on labels corrected in the viewer, watched live.
 
-Thin: :func:`napari_pandg.train.finetune.prepare_finetune` writes the pairs and builds the
-config, :func:`napari_pandg.train.train` trains in a worker (cancel between steps, resumable),
-each epoch's loss and validation Dice arrive through a signal and are plotted, and
+Thin: :func:`napari_pandg.train.finetune.prepare_finetune` writes the pairs and the config, the
+trainer runs as a **separate process** (:class:`napari_pandg.train.process.TrainerProcess`:
+``python -m napari_pandg.train ... --json-progress``) so that nothing that happens to training
+(a crash, a native-library segfault, the OOM killer, SIGKILL) can take napari down; a thread
+worker only reads its JSON lines. Each epoch's loss and validation Dice arrive through a
+signal and are plotted; Cancel stops the trainer after its current step (``last.pt`` keeps the
+last finished epoch); pressing Fine-tune again on the same run folder resumes it; and
 :func:`~napari_pandg.train.finetune.install_model` makes the result a user model that the
 Segment widget and ``pandg segment`` list.
 """
@@ -63,6 +67,7 @@ class FinetuneWidget(WorkerControls, QWidget):
         self.pairs: list[tuple[str, str]] = []
         self.history: list[dict[str, Any]] = []
         self.result: Any = None
+        self._proc: Any = None  # the running TrainerProcess
         self._signals = _Signals()
         self._signals.epoch.connect(self._on_epoch)
         self._signals.log.connect(lambda s: self.status.setText(s))
@@ -215,14 +220,39 @@ class FinetuneWidget(WorkerControls, QWidget):
         return self._start_worker(worker, self._done, total=int(self.epochs.value()))
 
     def _work(self, vols, model, run_dir, value, epochs, steps, lr, name) -> Any:
-        """Worker thread: no Qt objects touched (signals only)."""
-        from napari_pandg.train import train
+        """Worker thread: prepares the run, then follows the trainer process (signals only)."""
+        from napari_pandg.train.config import dump_config
         from napari_pandg.train.finetune import prepare_finetune
+        from napari_pandg.train.process import TrainerProcess, resumable
 
-        cfg = prepare_finetune(vols, model, run_dir, label_value=value, epochs=epochs, steps_per_epoch=steps,
-                               lr=lr, name=name)  # fmt: skip
-        return train(cfg, command=f"napari-pandg Fine-tune widget (base {model})", log=self._signals.log.emit,
-                     cancel=self._cancel.is_set, on_epoch=self._signals.epoch.emit)  # fmt: skip
+        run = Path(run_dir).expanduser()
+        overrides: list[str] = []
+        if resumable(run):  # a stopped or killed run: continue it (the trainer checks it is the same run)
+            config = run / "config.yaml"
+            overrides = [f"optim.epochs={epochs}"]
+            self._signals.log.emit(f"Resuming the run in {run} …")
+        else:
+            cfg = prepare_finetune(vols, model, run, label_value=value, epochs=epochs, steps_per_epoch=steps,
+                                   lr=lr, name=name)  # fmt: skip
+            config = run / "finetune.yaml"
+            dump_config(cfg, config)
+        proc = TrainerProcess(config, run, overrides, env={"PANDG_TRAIN_COMMAND": f"napari-pandg Fine-tune widget (base {model})"})
+        self._proc = proc.start()
+        if self._cancel.is_set():
+            proc.stop()
+        for ev in proc.events():
+            if ev["event"] == "epoch":
+                self._signals.epoch.emit(ev)
+            elif ev["event"] == "log":
+                self._signals.log.emit(str(ev.get("text", "")))
+        return proc.result()  # TrainerProcessError (shown in the status line) if it died
+
+    def cancel(self) -> None:
+        """Stop the trainer after its current step; the last finished epoch is kept."""
+        super().cancel()
+        proc = getattr(self, "_proc", None)
+        if proc is not None:
+            proc.stop()
 
     def _on_epoch(self, rec: dict) -> None:
         self.history.append(rec)
