@@ -215,7 +215,13 @@ class TrainerProcess:
             )
         if self.error:
             raise TrainerProcessError(f"training in {self.run_dir} refused to start: {self.error}")
-        how = f"was killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+        if code < 0:
+            try:
+                how = f"was killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"was killed by signal {-code}"
+        else:
+            how = f"exited with status {code}"
         epochs = f"after epoch {self.history[-1]['epoch']}" if self.history else "before finishing an epoch"
         if last.exists():
             again = f"{last} holds the last finished epoch: start the same run folder again to resume"
