@@ -30,7 +30,7 @@ def _rows(manifest: Path, sequence: str) -> pd.DataFrame:
     root = manifest.parent
     for col in ("image", "label"):
         df[col] = [str(p if Path(p).is_absolute() else root / p) for p in df[col]]
-    df["set"] = manifest.parent.name
+    df["set"] = manifest.parent.name if manifest.name == "manifest.csv" else manifest.stem
     return df.reset_index(drop=True)
 
 
@@ -118,16 +118,16 @@ def _plot(df: pd.DataFrame, args: argparse.Namespace, ks: list[int]) -> None:
     for ax, st in zip(axs[0], sets, strict=True):
         d = df[df["set"] == st]
         ft = d[d["model"].isin([args.base, f"{args.base}+ft"])].groupby("k")["dice"].mean()
-        ax.plot(ft.index, ft.values, "o-", color="tab:orange", label=f"{args.base} fine-tuned on k")
+        ax.plot(ft.index, ft.values, "o-", color="tab:orange", label=f"{Path(args.base).stem} fine-tuned on k volumes")
         ref = d[d["model"] == args.reference]["dice"].mean()
-        ax.axhline(ref, color="tab:blue", ls="--", label=f"{args.reference} (zero-shot)")
+        ax.axhline(ref, color="tab:blue", ls="--", label=f"{Path(args.reference).stem} (DG, zero-shot)")
         ax.set_xticks([0, *ks])
         ax.set_ylim(0, 1)
         ax.set_xlabel(f"labelled {args.sequence} volumes (k)")
         ax.set_ylabel(f"{args.sequence} pancreas Dice")
         n = int(d[d["model"] == args.reference].shape[0])
         ax.set_title(f"{st} ({n} test volumes)", fontsize=9)
-        ax.legend(fontsize=7, frameon=False, loc="lower right")
+        ax.legend(fontsize=7, frameon=False, loc="upper left")
     fig.tight_layout()
     fig.savefig(args.out / "fewshot.png", dpi=110)
 
