@@ -408,8 +408,10 @@ def test_unknown_identity_is_said_unknown(tmp_path: Path, manifest: Path, oracle
 
 
 def test_shipped_models_do_not_claim_the_demo_subjects() -> None:
-    """The shipped checkpoints record the pandg synth commands of their training data: the demo's
-    subjects (seed 0) with the same ids are told apart; a subject of the training draw is not."""
+    """The shipped checkpoints say what they were trained on: a model of fixed phantom subjects
+    records the pandg synth commands of its data, so the demo's subjects (seed 0) with the same
+    ids are told apart and a subject of the training draw is not; a streamed model saw no file
+    subject at all."""
     from napari_pandg.benchmark import model_subject_splits, subject_status
     from napari_pandg.models import list_models, load_checkpoint, resolve_model
     from napari_pandg.phantom import subject_seed
@@ -418,19 +420,29 @@ def test_shipped_models_do_not_claim_the_demo_subjects() -> None:
     shipped = shipped[shipped["source"] == "shipped"] if "source" in shipped else shipped.iloc[0:0]
     if shipped.empty:
         pytest.skip("no shipped model")
-    model = load_checkpoint(resolve_model(str(shipped["name"].iloc[0])), device="cpu")
     rows = []
     for c, seed in (("A", 0), ("B", 0), ("C", 0), ("D", 0)):  # the demo: pandg demo --seed 0
         rows.append({"subject": f"{c}001", "center": c, "sequence": "t1fs_venous", "image": f"/x/{c}001.nii.gz",
                      "seed": str(subject_seed(seed, c, 1))})  # fmt: skip
     rows.append({"subject": "A002", "center": "A", "sequence": "t1fs_venous", "image": "/x/A002.nii.gz",
-                 "seed": str(subject_seed(11, "A", 2))})  # a real training subject  # fmt: skip
+                 "seed": str(subject_seed(11, "A", 2))})  # a real training subject of the fixed-set models  # fmt: skip
     df = pd.DataFrame(rows)
-    splits, _ = model_subject_splits(model, df)
-    status, source = subject_status(model, splits, df)
-    assert "pandg synth" in source
-    assert {s: v[0] for s, v in status.items()} == {"A001": "no", "B001": "no", "C001": "no", "D001": "no", "A002": "yes"}
-    assert status["A002"][1] == "train" and status["A001"][1] == ""
+    kinds = set()
+    for name in shipped["name"]:
+        model = load_checkpoint(resolve_model(str(name)), device="cpu")
+        splits, _ = model_subject_splits(model, df)
+        status, source = subject_status(model, splits, df)
+        if (model.description.extra.get("train_data") or {}).get("source") == "phantom_stream":
+            kinds.add("stream")
+            assert "generated during training" in source, (name, source)
+            assert {v[0] for v in status.values()} == {"no"}, (name, status)
+        else:
+            kinds.add("fixed")
+            assert "pandg synth" in source, (name, source)
+            assert {s: v[0] for s, v in status.items()} == {"A001": "no", "B001": "no", "C001": "no", "D001": "no",
+                                                          "A002": "yes"}, (name, status)  # fmt: skip
+            assert status["A002"][1] == "train" and status["A001"][1] == ""
+    assert kinds == {"stream", "fixed"}  # both kinds are shipped (erm/synth streamed, gin on fixed subjects)
 
 
 def html_escape(text: str) -> str:

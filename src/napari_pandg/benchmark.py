@@ -329,8 +329,11 @@ def training_fingerprints(model: SegModel) -> tuple[dict[str, set[str]], str]:
     """``subject -> fingerprints`` of the people in the model's training run, and where they
     came from: ``extra["subject_fingerprints"]`` (a mapping subject -> list of fingerprints);
     the training manifest named in the recorded config, when it still exists; the ``pandg
-    synth`` commands recorded in ``extra["data_command"]``; else nothing (ids only)."""
+    synth`` commands recorded in ``extra["data_command"]``; else nothing (ids only). A model
+    trained on a phantom stream (``extra["train_data"]["source"]``) saw no file subject."""
     extra = model.description.extra or {}
+    if (extra.get("train_data") or {}).get("source") == "phantom_stream":
+        return {}, "trained only on subjects generated during training (phantom stream): no file subject was seen"
     recorded = extra.get("subject_fingerprints")
     if isinstance(recorded, Mapping) and recorded:
         return {str(k): {str(v) for v in (vs if isinstance(vs, list | tuple | set) else [vs])}
