@@ -236,7 +236,8 @@ class FinetuneWidget(WorkerControls, QWidget):
                                    lr=lr, name=name)  # fmt: skip
             config = run / "finetune.yaml"
             dump_config(cfg, config)
-        proc = TrainerProcess(config, run, overrides, env={"PANDG_TRAIN_COMMAND": f"napari-pandg Fine-tune widget (base {model})"})
+        command = f"napari-pandg Fine-tune widget (base {model})"  # recorded in the checkpoints
+        proc = TrainerProcess(config, run, overrides, env={"PANDG_TRAIN_COMMAND": command})
         self._proc = proc.start()
         if self._cancel.is_set():
             proc.stop()
