@@ -500,9 +500,10 @@ def test_argparse_wiring(tmp_path, volume):
     add_sam_arguments(p)
     args = p.parse_args(
         ["--checkpoint", str(tmp_path / "MedSAM2_latest.pt"), "-i", str(src), "-o",
-         str(tmp_path / "m.nii.gz"), "--box", "6,28,25,68,55", "--z-range", "2", "9"]
+         str(tmp_path / "m.nii.gz"), "--box", "6,28,25,68,55", "--z-range", "2", "9", "--stop-after-empty", "3"]
     )
     assert args.image_size == 512 and args.config == "auto" and args.z_range == [2, 9]
+    assert args.stop_after_empty == 3
     with pytest.raises(SamCheckpointError, match="MedSAM2_latest.pt"):
         run_from_args(args)
 
@@ -701,3 +702,38 @@ def test_set_cache_dir_keeps_the_work_and_writes_encoded_slices(engine, volume, 
     np.testing.assert_array_equal(s2.propagate(KEY, box=BOX), m)
     assert engine.encoder_calls == n0
     assert s.set_cache_dir(None) == 0 and s._cache.store is None
+
+
+def test_early_stop_on_empty_slices_skips_encoding_and_keeps_the_mask():
+    """``stop_after_empty=k`` ends each pass after k empty slices: fewer slices encoded, the same mask.
+
+    A real sam2 model with random weights (seed 5) that, on this volume, segments the key
+    slice only; the premise is checked first, so a change in sam2's numerics fails loudly
+    instead of passing vacuously.
+    """
+    shape, key = (96, 80, 24), 6
+    x, y, z = np.meshgrid(*(np.arange(s) for s in shape), indexing="ij")
+    vol = 100.0 + 30.0 * np.random.default_rng(0).random(shape)
+    vol[((x - 48) / 18) ** 2 + ((y - 40) / 13) ** 2 + ((z - key) / 5) ** 2 < 1] += 500.0
+    vol[:, :, 14:] = 0
+    torch.manual_seed(5)
+    eng = load_sam_model(None, image_size=SIZE, device="cpu", random_init=True)
+    full_seg = VolumeSegmenter(eng, keep_largest=False)
+    full_seg.set_volume(vol.astype(np.float32))
+    c0 = eng.encoder_calls
+    full = full_seg.propagate(key, box=BOX)
+    assert eng.encoder_calls - c0 == shape[2] and len(full_seg.last_visited) == shape[2]
+    area = full.sum((0, 1))
+    assert area[key] > 0 and not area[np.arange(shape[2]) != key].any(), area  # premise
+    assert full_seg.last_stopped_empty == {}
+
+    seg = VolumeSegmenter(eng, keep_largest=False)
+    seg.set_volume(vol.astype(np.float32))
+    c0 = eng.encoder_calls
+    early = seg.propagate(key, box=BOX, stop_after_empty=2)
+    assert seg.last_stopped_empty == {"forward": key + 2, "backward": key - 2}
+    assert sorted(seg.last_visited) == list(range(key - 2, key + 3))
+    assert eng.encoder_calls - c0 == 5  # 5 of 24 slices encoded
+    assert np.array_equal(early, full)
+    with pytest.raises(SamPromptError, match="stop_after_empty"):
+        seg.propagate(key, box=BOX, stop_after_empty=-1)

@@ -127,6 +127,7 @@ def run_sam_cli(
     engine=None,
     progress=None,
     cache_dir: str | Path | None = None,
+    stop_after_empty: int = 0,
 ) -> Path:
     """Segment ``input_path`` with MedSAM2 prompts and write a uint8 mask NIfTI.
 
@@ -138,6 +139,7 @@ def run_sam_cli(
     ``engine``: an already built :class:`SamEngine` (tests); ``progress(z, done, total)``.
     ``cache_dir``: keep the slice features on disk there; a later run on the same image and
     model (e.g. with more correction points) then encodes no slice again.
+    ``stop_after_empty``: end each propagation pass after that many empty slices (0: off).
     """
     import nibabel as nib
 
@@ -207,6 +209,7 @@ def run_sam_cli(
         points=key_points or None,
         z_range=z_range,
         callback=cb,
+        stop_after_empty=stop_after_empty,
     )
     corrections: dict[int, list] = {}
     for z, x, y, s in pts:
@@ -247,6 +250,11 @@ def add_sam_arguments(parser) -> None:
         help="propagate only between slices ZLO and ZHI (inclusive; default: the whole volume)",
     )
     parser.add_argument(
+        "--stop-after-empty", type=int, default=0, metavar="K",
+        help="early stop: end propagation in each direction once the mask has been empty on K "
+        "consecutive slices; the slices beyond are not encoded (default 0: off)",
+    )
+    parser.add_argument(
         "--cache-dir", default=None,
         help="keep slice features (image embeddings) in this folder; reruns on the same image and "
         "checkpoint skip the encoder (~4.2 MB per slice at 512 px)",
@@ -264,4 +272,5 @@ def run_from_args(args) -> Path:
         overwrite=args.overwrite, modality=args.modality, ct_window=args.ct_window,
         z_range=tuple(args.z_range) if args.z_range else None,
         cache_dir=getattr(args, "cache_dir", None),
+        stop_after_empty=int(getattr(args, "stop_after_empty", 0) or 0),
     )

@@ -124,6 +124,8 @@ class VolumeSegmenter:
         #: ({"forward": z, "backward": z}: the pass stopped there, the slices beyond were kept)
         self.last_visited: list[int] = []
         self.last_converged: dict[str, int] = {}
+        #: where each pass of the last propagate() stopped early on empty slices ({direction: z})
+        self.last_stopped_empty: dict[str, int] = {}
         self._vol: np.ndarray | None = None  # uint8 (Z, Y, X)
         self._frames = None
         self._cache = None
@@ -363,6 +365,7 @@ class VolumeSegmenter:
         direction: str = "both",
         callback: Callback | None = None,
         cancel: threading.Event | None = None,
+        stop_after_empty: int = 0,
     ) -> np.ndarray:
         """New object from prompts on key slice ``z``, propagated through the volume.
 
@@ -370,14 +373,20 @@ class VolumeSegmenter:
         ``direction``: 'both' | 'forward' (increasing z) | 'backward' (decreasing z).
         ``callback(z, mask2d_xy, done, total)`` after each slice (key slice once); returning
         False, or setting ``cancel``, stops early: the slices done so far are kept (undoable) and
-        ``last_cancelled`` is True. Returns the uint8 (X, Y, Z) mask, also the current object.
+        ``last_cancelled`` is True. ``stop_after_empty=k`` (opt-in early stop, as micro-sam's
+        for CPUs): a pass ends once its mask has been empty on k consecutive slices after the
+        key slice; slices beyond are neither encoded nor segmented (``last_stopped_empty`` says
+        where each pass stopped). Returns the uint8 (X, Y, Z) mask, also the current object.
         """
+        if int(stop_after_empty) < 0:
+            raise SamPromptError(f"stop_after_empty must be >= 0 (0 = off), got {stop_after_empty}")
         z = self._check_z(z)
         lo, hi = self._check_range(z, z_range)
         direction = self._check_direction(direction)
         pts, labels, box_t, pt_list = self._prompt_arrays(z, box, points)
         anchors = {z: _Anchor(points=pts, labels=labels)}
-        visited = self._run_passes(z, anchors, lo, hi, direction, callback, cancel)
+        visited = self._run_passes(z, anchors, lo, hi, direction, callback, cancel,
+                                   stop_after_empty=int(stop_after_empty))  # fmt: skip
         mask = np.zeros(self._vol.shape, dtype=bool)
         for zz, m in visited.items():
             mask[zz] = m
@@ -628,6 +637,7 @@ class VolumeSegmenter:
         callback: Callback | None,
         cancel: threading.Event | None,
         converge: tuple[np.ndarray, int, float] | None = None,
+        stop_after_empty: int = 0,
     ) -> dict[int, np.ndarray]:
         """MedSAM2 two-pass propagation from ``start`` within [lo, hi]; {z: bool (Y, X)}.
 
@@ -639,6 +649,7 @@ class VolumeSegmenter:
         self.last_cancelled = False
         self.last_visited = []
         self.last_converged = {}
+        self.last_stopped_empty = {}
         passes = []
         if direction in ("both", "forward"):
             passes.append(False)
@@ -665,6 +676,7 @@ class VolumeSegmenter:
                     state, start_frame_idx=start, max_frame_num_to_track=n, reverse=call_reverse
                 )
                 streak = 0
+                empty = 0
                 try:
                     for fidx, _, logits in gen:
                         m = (logits[0, 0] > 0.0).cpu().numpy()
@@ -683,6 +695,11 @@ class VolumeSegmenter:
                         if stop or (cancel is not None and cancel.is_set()):
                             self.last_cancelled = True
                             break
+                        if stop_after_empty and fidx != start:
+                            empty = 0 if m.any() else empty + 1
+                            if empty >= stop_after_empty:
+                                self.last_stopped_empty["backward" if reverse else "forward"] = int(fidx)
+                                break
                         if converge is not None and fidx != start:
                             prev, k, dice = converge
                             streak = streak + 1 if masks_agree(m, prev[fidx], dice) else 0
