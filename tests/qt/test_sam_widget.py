@@ -275,3 +275,25 @@ def test_embeddings_on_disk_and_chained_preparation(widget, qtbot, tmp_path: Pat
         assert sorted(widget.segmenter.last_visited) == list(range(10))  # the whole volume propagated
     finally:
         settings.cache_dir = saved
+
+
+def test_early_stop_after_empty_slices(widget, qtbot) -> None:
+    """'Stop after N empty slices' reaches the propagation: a real sam2 model with random weights
+    (seed 5) that segments only the key slice of this volume stops 2 slices on each side."""
+    import torch
+
+    from napari_pandg.sam import load_sam_model
+
+    torch.manual_seed(5)
+    eng = load_sam_model(None, image_size=SIZE, device="cpu", random_init=True)
+    wait_worker(qtbot, widget.set_engine(eng))
+    seg = widget.segmenter
+    assert widget.early_stop_spin.value() == 0 and widget.early_stop_spin.text() == "off"
+    widget.early_stop_spin.setValue(2)
+    _goto(widget, 5)
+    _box(widget, 5, 10, 12, 30, 36)
+    calls = seg.encoder_calls
+    wait_worker(qtbot, widget.segment_volume())
+    assert seg.last_stopped_empty == {"forward": 7, "backward": 3}, (seg.last_stopped_empty, seg.mask.sum((0, 1)))
+    assert sorted(seg.last_visited) == [3, 4, 5, 6, 7] and seg.encoder_calls - calls == 5
+    assert widget.current_layer.data[5].any() and not widget.current_layer.data[8:].any()

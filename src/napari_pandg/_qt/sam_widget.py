@@ -173,6 +173,15 @@ class SamWidget(QWidget):
             sp.setSpecialValueText("all")
         self.direction_combo = QComboBox()
         self.direction_combo.addItems(["both", "forward", "backward"])
+        self.early_stop_spin = QSpinBox()
+        self.early_stop_spin.setRange(0, 1000)
+        self.early_stop_spin.setValue(0)
+        self.early_stop_spin.setSpecialValueText("off")
+        self.early_stop_spin.setSuffix(" empty slices")
+        self.early_stop_spin.setToolTip(
+            "early stop: end propagation in a direction once the mask has been empty on this many "
+            "slices in a row; the slices beyond are not encoded (faster on a CPU)"
+        )
         self.commit_id_spin = QSpinBox()
         self.commit_id_spin.setRange(1, 255)
         self.commit_id_spin.setValue(PANCREAS)
@@ -191,6 +200,7 @@ class SamWidget(QWidget):
         zrow.addWidget(self.zhi_spin)
         pform.addRow("Slice range", zrow)
         pform.addRow("Direction", self.direction_combo)
+        pform.addRow("Stop after", self.early_stop_spin)
         pform.addRow("Commit as label", self.commit_id_spin)
         grid = QGridLayout()  # the two long buttons on rows of their own: fits a narrow dock
         grid.addWidget(self.slice_btn, 0, 0, 1, 2)
@@ -561,7 +571,8 @@ class SamWidget(QWidget):
         kwargs["callback"] = self._stream
         if seg.mask is None:
             fn, args = seg.propagate, (z,)
-            kwargs.update(box=box, points=points or None, z_range=self._z_range())
+            kwargs.update(box=box, points=points or None, z_range=self._z_range(),
+                          stop_after_empty=self.early_stop_spin.value())  # fmt: skip
             what = "propagating"
         else:
             fn, args = seg.correct, (z,)
