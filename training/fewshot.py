@@ -72,12 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="output folder (runs/ holds the fine-tuned models)")
     args = ap.parse_args(argv)
 
-    import torch
-
     from napari_pandg.train import train
     from napari_pandg.train.finetune import prepare_finetune
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     ks = [int(k) for k in args.ks.split(",")]
     train_rows = _rows(args.train, args.sequence)
     if len(train_rows) < max(ks):

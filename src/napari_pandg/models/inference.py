@@ -335,15 +335,15 @@ def write_shift_sidecar(seg: Volume, mask: str | os.PathLike, image: str | os.Pa
     doc = {"image": str(image) if image else None, "mask": str(mask), "model": meta.get("model"),
            "model_path": meta.get("model_path"), **meta["shift"],
            "signals": {k: v for k, v in meta["shift_signals"].items() if k != "features"}}  # fmt: skip
-    return atomic_write_text(shift_sidecar(mask), json.dumps(_json_safe(doc), indent=2, allow_nan=False) + "\n")
+    return atomic_write_text(shift_sidecar(mask), json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n")
 
 
-def _json_safe(v: Any) -> Any:
+def json_safe(v: Any) -> Any:
     """JSON-ready copy: NaN/inf -> null (e.g. no pancreas found: no confidence), paths -> str."""
     if isinstance(v, Mapping):
-        return {str(k): _json_safe(x) for k, x in v.items()}
+        return {str(k): json_safe(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
+        return [json_safe(x) for x in v]
     if isinstance(v, (bool, int, str)) or v is None:
         return v
     if isinstance(v, (float, np.floating)):

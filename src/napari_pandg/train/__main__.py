@@ -11,7 +11,6 @@ and ends with ``"cancelled": true``; running the same out_dir again resumes it.
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import sys
@@ -19,24 +18,12 @@ from pathlib import Path
 from typing import Any
 
 
-def _json_safe(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {str(k): _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    if isinstance(v, Path):
-        return str(v)
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    return str(v)
-
-
 def _emitter(enabled: bool):
     def emit(event: str, **fields: Any) -> None:
         if enabled:
-            print(json.dumps(_json_safe({"event": event, **fields})), flush=True)
+            from napari_pandg.models.inference import json_safe
+
+            print(json.dumps(json_safe({"event": event, **fields}), allow_nan=False), flush=True)
 
     return emit
 

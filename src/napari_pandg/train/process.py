@@ -32,9 +32,11 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from napari_pandg.train.trainer import TrainResult
 
 #: the file whose existence asks a running trainer to stop after the current step
 STOP_FILE = "STOP"
@@ -45,18 +47,10 @@ class TrainerProcessError(RuntimeError):
 
 
 @dataclass
-class ProcessResult:
-    """What a finished (or dead) trainer process left; the fields of ``TrainResult`` that matter."""
+class ProcessResult(TrainResult):
+    """:class:`TrainResult` of a trainer process (``network`` is None), plus its exit status."""
 
-    run_dir: Path
-    best_path: Path | None
-    last_path: Path
-    best_dice: float
-    best_epoch: int
-    epochs_done: int
-    cancelled: bool
-    returncode: int
-    history: list[dict[str, Any]] = field(default_factory=list)
+    returncode: int = 0
 
 
 def trainer_command(
