@@ -27,6 +27,7 @@ from napari_pandg.sam import (  # noqa: E402
     largest_connected_component,
     load_sam_model,
     parse_box,
+    parse_object,
     parse_points,
     run_sam_cli,
     save_checkpoint,
@@ -427,6 +428,50 @@ def test_correct_external_mask_and_commit(seg, volume):
     assert np.array_equal(seg.mask, np.ones(SHAPE, np.uint8))
 
 
+def test_several_objects_with_their_own_prompts_and_undo(seg, engine):
+    """Pancreas + a second object: own prompts, anchors and undo; one label map with both ids;
+    the second object encodes no slice again (the features are shared)."""
+    assert seg.objects == {10: "pancreas"} and seg.active_object == 10
+    m10 = seg.propagate(KEY, box=BOX)
+    calls = engine.encoder_calls
+    assert seg.add_object(13, "tumour") == 13 and seg.active_object == 13
+    assert seg.mask is None and seg.anchors == [] and not seg.can_undo
+    m13 = seg.propagate(KEY - 2, box=(40, 30, 60, 50))
+    assert engine.encoder_calls == calls  # every slice was encoded for the first object
+    assert seg.anchors == [KEY - 2]
+    seg.select_object(10)
+    assert np.array_equal(seg.mask, m10) and seg.anchors == [KEY]
+    both = seg.objects_map()
+    assert set(np.unique(both)) <= {0, 10, 13}
+    assert np.array_equal(both == 10, m10 > 0)  # the first object keeps overlapping voxels
+    assert np.array_equal(both == 13, (m13 > 0) & (m10 == 0))
+    # undo is per object: undoing 13's propagation leaves 10 alone
+    seg.select_object(13)
+    seg.undo()
+    assert seg.mask is None and np.array_equal(seg.object_mask(10), m10)
+    with pytest.raises(SamStateError, match="nothing to undo for object 13"):
+        seg.undo()
+    seg.set_mask(np.asarray(m13))
+    committed = seg.commit_all()
+    assert np.array_equal(committed == 10, m10 > 0)
+    assert np.array_equal(committed == 13, (m13 > 0) & (m10 == 0))
+    assert seg.object_mask(10) is None and seg.object_mask(13) is None
+    # undo 10's commit: its voxels return to the object, 13's committed voxels stay
+    seg.select_object(10)
+    assert np.array_equal(seg.undo(), m10)
+    assert not (seg.committed == 10).any()
+    assert np.array_equal(seg.committed == 13, (m13 > 0) & (m10 == 0))
+    with pytest.raises(SamPromptError, match="already an object with label 13"):
+        seg.add_object(13)
+    with pytest.raises(SamStateError, match="no object with label 7"):
+        seg.select_object(7)
+    with pytest.raises(SamPromptError, match="1..255"):
+        seg.add_object(300)
+    assert seg.select_object(7, create=True) == 7 and list(seg.objects) == [10, 13, 7]
+    seg.remove_object(7)
+    assert list(seg.objects) == [10, 13] and seg.active_object == 10
+
+
 def test_prompt_errors(seg, engine, volume):
     with pytest.raises(SamPromptError, match="outside"):
         seg.preview(KEY, box=(10, 10, 200, 50))
@@ -541,6 +586,46 @@ def test_run_sam_cli_writes_nifti(engine, volume, tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 4, 2), np.float32), affine), four)
     with pytest.raises(SamPromptError, match="3D"):
         run_sam_cli(None, four, tmp_path / "z.nii", box="1,1,1,5,5", engine=engine)
+
+
+def test_run_sam_cli_several_objects_into_one_label_map(engine, volume, tmp_path):
+    import argparse
+
+    from napari_pandg.sam.cli import add_sam_arguments
+
+    nib = pytest.importorskip("nibabel")
+    src = tmp_path / "img.nii.gz"
+    nib.save(nib.Nifti1Image(volume, np.diag([1.5, 1.5, 3.0, 1.0])), src)
+    out = tmp_path / "objects.nii.gz"
+    objects = [f"10:{KEY},{','.join(map(str, BOX))}", f"13:{KEY - 2},40,30,60,50:{KEY},50,40,+"]
+    calls = engine.encoder_calls
+    run_sam_cli(None, src, out, box=None, objects=objects, engine=engine)
+    assert engine.encoder_calls - calls == SHAPE[2]  # slices encoded once for both objects
+    data = np.asanyarray(nib.load(out).dataobj)
+    # the same objects through the Python API give the same label map
+    seg = VolumeSegmenter(engine)
+    seg.set_volume(volume)
+    m10 = seg.propagate(KEY, box=BOX)
+    seg.add_object(13)
+    seg.propagate(KEY - 2, box=(40, 30, 60, 50))
+    m13 = seg.correct(KEY, points=[(50, 40, 1)])
+    assert np.array_equal(data == 10, m10 > 0)
+    assert np.array_equal(data == 13, (m13 > 0) & (m10 == 0))
+    assert set(np.unique(data)) <= {0, 10, 13}
+    with pytest.raises(SamPromptError, match="not both"):
+        run_sam_cli(None, src, tmp_path / "a.nii.gz", box=f"{KEY},28,25,68,55", objects=objects,
+                    engine=engine)
+    with pytest.raises(SamPromptError, match="labels must differ"):
+        run_sam_cli(None, src, tmp_path / "b.nii.gz", box=None, objects=objects[:1] * 2, engine=engine)
+    for bad, msg in [("x:6,1,1,5,5", "not an integer"), ("300:6,1,1,5,5", "1..255"),
+                     ("10", "must be"), ("10::", "neither a box nor points")]:
+        with pytest.raises(SamPromptError, match=msg):
+            parse_object(bad)
+    p = argparse.ArgumentParser()
+    add_sam_arguments(p)
+    args = p.parse_args(["--checkpoint", "m.pt", "-i", "a.nii", "-o", "b.nii",
+                         "--object", objects[0], "--object", objects[1]])
+    assert args.objects == objects and args.box is None
 
 
 # ---------------------------------------------------------------- on-disk feature cache

@@ -16,6 +16,7 @@ from __future__ import annotations
 from napari_pandg.sam.cli import (
     add_sam_arguments,
     parse_box,
+    parse_object,
     parse_points,
     run_from_args,
     run_sam_cli,
@@ -61,6 +62,7 @@ __all__ = [
     "normalize_mri",
     "normalize_volume",
     "parse_box",
+    "parse_object",
     "parse_points",
     "resolve_config",
     "run_from_args",

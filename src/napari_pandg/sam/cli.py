@@ -64,6 +64,51 @@ def parse_points(points: str) -> list[tuple[int, float, float, int]]:
     return out
 
 
+def parse_object(spec: str) -> tuple[int, tuple[int, tuple[float, float, float, float]] | None, list]:
+    """'LABEL:Z,X0,Y0,X1,Y1[:Z,X,Y,+;...]' (box may be empty: 'LABEL::Z,X,Y,+') ->
+    (label id, (z, box) or None, [(z, x, y, +1 / -1), ...])."""
+    parts = str(spec).split(":")
+    if len(parts) not in (2, 3):
+        raise SamPromptError(
+            f"--object {spec!r} must be 'LABEL:Z,X0,Y0,X1,Y1' or 'LABEL:Z,X0,Y0,X1,Y1:Z,X,Y,+;...' "
+            "(box part may be empty when points are given)"
+        )
+    lab_tok = parts[0].strip()
+    try:
+        label = int(lab_tok)
+    except ValueError:
+        raise SamPromptError(f"--object {spec!r}: label {lab_tok!r} is not an integer") from None
+    if not 1 <= label <= 255:
+        raise SamPromptError(f"--object {spec!r}: label must be in 1..255")
+    box = parse_box(parts[1]) if parts[1].strip() else None
+    points = parse_points(parts[2]) if len(parts) == 3 and parts[2].strip() else []
+    if box is None and not points:
+        raise SamPromptError(f"--object {spec!r} has neither a box nor points")
+    return label, box, points
+
+
+def _segment_object(seg, key_box, pts, z_range, cb, stop_after_empty: int):
+    """Propagate from the box (or the first point's slice), then apply the other slices' points
+    as corrections, one slice at a time in the given order."""
+    key_z = key_box[0] if key_box else pts[0][0]
+    key_points = [(x, y, s) for (z, x, y, s) in pts if z == key_z]
+    mask = seg.propagate(
+        key_z,
+        box=key_box[1] if key_box else None,
+        points=key_points or None,
+        z_range=z_range,
+        callback=cb,
+        stop_after_empty=stop_after_empty,
+    )
+    corrections: dict[int, list] = {}
+    for z, x, y, s in pts:
+        if z != key_z:
+            corrections.setdefault(z, []).append((x, y, s))
+    for z, plist in corrections.items():
+        mask = seg.correct(z, points=plist, callback=cb)
+    return mask
+
+
 def _nifti_suffix(path: Path) -> str:
     name = path.name.lower()
     for suf in (".nii.gz", ".nii"):
@@ -128,6 +173,7 @@ def run_sam_cli(
     progress=None,
     cache_dir: str | Path | None = None,
     stop_after_empty: int = 0,
+    objects: list[str] | None = None,
 ) -> Path:
     """Segment ``input_path`` with MedSAM2 prompts and write a uint8 mask NIfTI.
 
@@ -140,6 +186,10 @@ def run_sam_cli(
     ``cache_dir``: keep the slice features on disk there; a later run on the same image and
     model (e.g. with more correction points) then encodes no slice again.
     ``stop_after_empty``: end each propagation pass after that many empty slices (0: off).
+    ``objects``: several objects instead of ``box`` / ``points``, each
+    'LABEL:Z,X0,Y0,X1,Y1[:Z,X,Y,+;...]' (:func:`parse_object`); the output is then one label map
+    with each object under its label (the object given first keeps overlapping voxels), and
+    the slice features are computed once for all of them.
     """
     import nibabel as nib
 
@@ -160,11 +210,16 @@ def run_sam_cli(
         z_lo, z_hi = (int(v) for v in z_range)
         if z_lo > z_hi:
             raise SamPromptError(f"--z-range {z_lo} {z_hi}: the first slice must not be above the last")
-    if not box and not points:
-        raise SamPromptError("give --box and/or --points")
+    if objects and (box or points):
+        raise SamPromptError("give either --object (one or more) or --box/--points, not both")
+    if not box and not points and not objects:
+        raise SamPromptError("give --box and/or --points, or one --object per object")
+    specs = [parse_object(o) for o in objects or []]
+    labels = [lab for lab, _, _ in specs]
+    if len(set(labels)) != len(labels):
+        raise SamPromptError(f"--object labels must differ, got {labels}")
     key_box = parse_box(box) if box else None
     pts = parse_points(points) if points else []
-    key_z = key_box[0] if key_box else pts[0][0]
 
     try:
         img = nib.load(str(input_path))
@@ -202,22 +257,13 @@ def run_sam_cli(
         if progress is not None:
             progress(z, done, total)
 
-    key_points = [(x, y, s) for (z, x, y, s) in pts if z == key_z]
-    mask = seg.propagate(
-        key_z,
-        box=key_box[1] if key_box else None,
-        points=key_points or None,
-        z_range=z_range,
-        callback=cb,
-        stop_after_empty=stop_after_empty,
-    )
-    corrections: dict[int, list] = {}
-    for z, x, y, s in pts:
-        if z != key_z:
-            corrections.setdefault(z, []).append((x, y, s))
-    for z, plist in corrections.items():
-        mask = seg.correct(z, points=plist, callback=cb)
-    return write_mask_nifti(mask, img, output_path, overwrite=overwrite)
+    if not specs:
+        mask = _segment_object(seg, key_box, pts, z_range, cb, stop_after_empty)
+        return write_mask_nifti(mask, img, output_path, overwrite=overwrite)
+    for label, obj_box, obj_pts in specs:
+        seg.select_object(label, create=True)
+        _segment_object(seg, obj_box, obj_pts, z_range, cb, stop_after_empty)
+    return write_mask_nifti(seg.objects_map(), img, output_path, overwrite=overwrite)
 
 
 def add_sam_arguments(parser) -> None:
@@ -232,6 +278,12 @@ def add_sam_arguments(parser) -> None:
     parser.add_argument(
         "--points", default=None,
         help="'Z,X,Y,+;Z,X,Y,-': points; those off the key slice are applied as corrections",
+    )
+    parser.add_argument(
+        "--object", action="append", default=None, dest="objects", metavar="LABEL:BOX[:POINTS]",
+        help="one object of several (repeat the option): 'LABEL:Z,X0,Y0,X1,Y1' or "
+        "'LABEL:Z,X0,Y0,X1,Y1:Z,X,Y,+;Z,X,Y,-' (box part may be empty); instead of --box/--points; "
+        "the output is a label map with each object under its LABEL",
     )
     parser.add_argument(
         "--config", default="auto",
@@ -273,4 +325,5 @@ def run_from_args(args) -> Path:
         z_range=tuple(args.z_range) if args.z_range else None,
         cache_dir=getattr(args, "cache_dir", None),
         stop_after_empty=int(getattr(args, "stop_after_empty", 0) or 0),
+        objects=getattr(args, "objects", None),
     )

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_pandg.labels import PANCREAS
 from napari_pandg.postprocess import largest_connected_component
 from napari_pandg.sam.errors import SamPromptError, SamStateError
 from napari_pandg.sam.preprocess import normalize_volume
@@ -58,11 +59,42 @@ class _SlicePrompts:
 
 @dataclass
 class _Snapshot:
+    """One object's state before an action; ``commit`` = (voxels it labelled, their old values)."""
+
     mask: np.ndarray | None
-    committed: np.ndarray | None
     anchors: dict[int, _Anchor]
     prompts: dict[int, _SlicePrompts]
     z_range: tuple[int, int] | None
+    commit: tuple[np.ndarray, np.ndarray, int] | None = None
+
+
+@dataclass
+class _Object:
+    """One object being segmented: its mask, conditioning slices, prompts and undo history."""
+
+    label_id: int
+    name: str
+    mask: np.ndarray | None = None  # bool (Z, Y, X)
+    anchors: dict[int, _Anchor] = field(default_factory=dict)
+    prompts: dict[int, _SlicePrompts] = field(default_factory=dict)
+    z_range: tuple[int, int] | None = None
+    undo: list[_Snapshot] = field(default_factory=list)
+
+
+def _check_label_id(label_id: Any) -> int:
+    try:
+        lab = int(label_id)
+    except (TypeError, ValueError) as exc:
+        raise SamPromptError(f"label id {label_id!r} is not an integer") from exc
+    if lab != label_id or not 1 <= lab <= 255:
+        raise SamPromptError(f"label id must be an integer in 1..255, got {label_id!r}")
+    return lab
+
+
+def _default_name(label_id: int) -> str:
+    from napari_pandg.labels import NAMES
+
+    return NAMES.get(label_id, f"object {label_id}")
 
 
 def _parse_label(v: Any) -> int:
@@ -129,12 +161,11 @@ class VolumeSegmenter:
         self._vol: np.ndarray | None = None  # uint8 (Z, Y, X)
         self._frames = None
         self._cache = None
-        self._mask: np.ndarray | None = None  # bool (Z, Y, X)
         self._committed: np.ndarray | None = None  # uint8 (Z, Y, X)
-        self._anchors: dict[int, _Anchor] = {}
-        self._prompts: dict[int, _SlicePrompts] = {}
-        self._z_range: tuple[int, int] | None = None
-        self._undo: list[_Snapshot] = []
+        #: objects in progress by label id (creation order); prompts act on the active one
+        self._objects: dict[int, _Object] = {}
+        self._active = PANCREAS
+        self._reset_objects()
 
     # ------------------------------------------------------------------ volume
     def set_volume(
@@ -166,12 +197,13 @@ class VolumeSegmenter:
         self._vol = np.ascontiguousarray(u8.transpose(2, 1, 0))  # (Z, Y, X)
         self._frames = LazySlices(self._vol, self.engine.image_size)
         self._cache = FeatureCache(self.max_cached_slices, store=self._make_store())
-        self._mask = None
         self._committed = np.zeros(self._vol.shape, dtype=np.uint8)
-        self._anchors = {}
-        self._prompts = {}
-        self._z_range = None
-        self._undo = []
+        self._reset_objects()
+
+    def _reset_objects(self) -> None:
+        """One empty object, label 10 (pancreas), active: what a single-object user sees."""
+        self._objects = {PANCREAS: _Object(PANCREAS, _default_name(PANCREAS))}
+        self._active = PANCREAS
 
     def _make_store(self):
         """The on-disk feature store of the current volume and model, or None."""
@@ -260,10 +292,88 @@ class VolumeSegmenter:
                     break
         return done
 
+    # ------------------------------------------------------------------ objects
+    # The active object's fields, so that propagate/correct read and write "the current object".
+    @property
+    def _obj(self) -> _Object:
+        return self._objects[self._active]
+
+    _mask = property(lambda self: self._obj.mask, lambda self, v: setattr(self._obj, "mask", v))
+    _anchors = property(lambda self: self._obj.anchors, lambda self, v: setattr(self._obj, "anchors", v))
+    _prompts = property(lambda self: self._obj.prompts, lambda self, v: setattr(self._obj, "prompts", v))
+    _z_range = property(lambda self: self._obj.z_range, lambda self, v: setattr(self._obj, "z_range", v))
+
+    @property
+    def objects(self) -> dict[int, str]:
+        """Objects in progress, ``{label id: name}`` in the order they were added."""
+        return {k: o.name for k, o in self._objects.items()}
+
+    @property
+    def active_object(self) -> int:
+        """Label id of the object that prompts, undo, clear and commit act on."""
+        return self._active
+
+    def add_object(self, label_id: int, name: str | None = None, *, select: bool = True) -> int:
+        """A new, empty object that will be committed as ``label_id`` (1..255).
+
+        Several objects (pancreas + tumour + duct, or several organs) are segmented side by side:
+        each has its own prompts, conditioning slices and undo history, and all share the slice
+        features, so a second object encodes no slice again. Returns the label id.
+        """
+        lab = _check_label_id(label_id)
+        if lab in self._objects:
+            raise SamPromptError(f"there is already an object with label {lab} ({self._objects[lab].name})")
+        self._objects[lab] = _Object(lab, str(name) if name else _default_name(lab))
+        if select:
+            self._active = lab
+        return lab
+
+    def select_object(self, label_id: int, *, create: bool = False) -> int:
+        """Make ``label_id`` the active object (``create``: add it if it does not exist)."""
+        lab = _check_label_id(label_id)
+        if lab not in self._objects:
+            if not create:
+                known = ", ".join(f"{k} ({o.name})" for k, o in self._objects.items()) or "none"
+                raise SamStateError(f"no object with label {lab}; objects: {known}")
+            self.add_object(lab, select=False)
+        self._active = lab
+        return lab
+
+    def remove_object(self, label_id: int) -> None:
+        """Drop an object in progress and its undo history (committed voxels stay)."""
+        lab = _check_label_id(label_id)
+        if lab not in self._objects:
+            raise SamStateError(f"no object with label {lab}")
+        del self._objects[lab]
+        if not self._objects:
+            self._reset_objects()
+        if self._active not in self._objects:
+            self._active = next(iter(self._objects))
+
+    def object_mask(self, label_id: int | None = None) -> np.ndarray | None:
+        """One object's mask, uint8 (X, Y, Z) (default: the active object), or None."""
+        lab = self._active if label_id is None else _check_label_id(label_id)
+        if lab not in self._objects:
+            raise SamStateError(f"no object with label {lab}")
+        m = self._objects[lab].mask
+        return None if m is None else m.transpose(2, 1, 0).astype(np.uint8)
+
+    def objects_map(self) -> np.ndarray:
+        """All objects in progress as one label map, uint8 (X, Y, Z), each under its label id.
+
+        Where objects overlap, the one added first keeps the voxel (as :meth:`commit_all`).
+        """
+        v = self._need_volume()
+        out = np.zeros(v.shape, dtype=np.uint8)
+        for lab, o in reversed(list(self._objects.items())):
+            if o.mask is not None:
+                out[o.mask] = lab
+        return out.transpose(2, 1, 0).copy()
+
     # ------------------------------------------------------------------ object state
     @property
     def mask(self) -> np.ndarray | None:
-        """Current object, uint8 (X, Y, Z), or None."""
+        """Current (active) object, uint8 0/1 (X, Y, Z), or None."""
         if self._mask is None:
             return None
         return self._mask.transpose(2, 1, 0).astype(np.uint8)
@@ -276,17 +386,18 @@ class VolumeSegmenter:
 
     @property
     def anchors(self) -> list[int]:
-        """Slices that condition the propagation (key slice and corrected slices)."""
+        """Slices that condition the active object's propagation (key and corrected slices)."""
         return sorted(self._anchors)
 
     @property
     def can_undo(self) -> bool:
-        return bool(self._undo)
+        """Whether the active object has something to undo."""
+        return bool(self._obj.undo)
 
     def set_mask(self, mask3d: np.ndarray) -> None:
-        """Start from an existing 3D mask (X, Y, Z) (DG model output, label file, ...).
+        """Start the active object from an existing 3D mask (X, Y, Z) (DG output, label file...).
 
-        Non-zero voxels are the object. Clears anchors/prompts; undoable.
+        Non-zero voxels are the object. Clears its anchors/prompts; undoable.
         """
         v = self._need_volume()
         m = np.asarray(mask3d)
@@ -300,7 +411,7 @@ class VolumeSegmenter:
         self._z_range = None
 
     def clear(self) -> None:
-        """Drop the current object (undoable)."""
+        """Drop the active object's mask and prompts (undoable); other objects stay."""
         self._need_volume()
         self._push_undo()
         self._mask = None
@@ -309,34 +420,62 @@ class VolumeSegmenter:
         self._z_range = None
 
     def undo(self) -> np.ndarray | None:
-        """Restore the state before the last propagate / correct / set_mask / commit / clear."""
-        if not self._undo:
-            raise SamStateError("nothing to undo")
-        s = self._undo.pop()
-        self._mask, self._committed = s.mask, s.committed
-        self._anchors, self._prompts, self._z_range = s.anchors, s.prompts, s.z_range
+        """Undo the active object's last propagate / correct / set_mask / commit / clear.
+
+        Each object has its own history: undoing one never changes another. Undoing a commit
+        gives back the object and removes its label from the voxels that commit labelled (where
+        no later commit has relabelled them). Returns the active object's mask.
+        """
+        obj = self._obj
+        if not obj.undo:
+            raise SamStateError(f"nothing to undo for object {obj.label_id} ({obj.name})")
+        s = obj.undo.pop()
+        obj.mask, obj.anchors, obj.prompts, obj.z_range = s.mask, s.anchors, s.prompts, s.z_range
+        if s.commit is not None:
+            target, old, lab = s.commit
+            committed = self._committed.copy()
+            ours = target & (committed == lab)
+            committed[ours] = old[ours[target]]
+            self._committed = committed
         return self.mask
 
-    def commit(self, label_id: int = 10, overwrite: bool = False) -> np.ndarray:
-        """Write the current object into the committed label map under ``label_id``.
+    def commit(self, label_id: int | None = None, overwrite: bool = False) -> np.ndarray:
+        """Write the active object into the committed label map (default: under its label id).
 
         ``overwrite=False`` leaves voxels that already carry another committed label alone.
-        The current object, anchors and prompts are cleared (undoable). Returns the label map.
+        The object's mask, anchors and prompts are cleared (undoable). Returns the label map.
         """
         self._need_volume()
-        if not 1 <= int(label_id) <= 255:
+        lab = self._active if label_id is None else int(label_id)
+        if not 1 <= lab <= 255:
             raise SamPromptError(f"label_id must be in 1..255, got {label_id}")
         if self._mask is None or not self._mask.any():
-            raise SamStateError("no current object to commit")
-        self._push_undo()
+            raise SamStateError(f"no current object to commit (object {self._active} is empty)")
         committed = self._committed.copy()
         target = self._mask if overwrite else (self._mask & (committed == 0))
-        committed[target] = int(label_id)
+        self._push_undo(commit=(target, committed[target].copy(), lab))
+        committed[target] = lab
         self._committed = committed
         self._mask = None
         self._anchors = {}
         self._prompts = {}
         self._z_range = None
+        return self.committed
+
+    def commit_all(self, overwrite: bool = False) -> np.ndarray:
+        """Commit every non-empty object under its own label id, in the order they were added.
+
+        Each commit is undoable on its object. Returns the committed label map.
+        """
+        self._need_volume()
+        active = self._active
+        try:
+            for lab, o in list(self._objects.items()):
+                if o.mask is not None and o.mask.any():
+                    self._active = lab
+                    self.commit(overwrite=overwrite)
+        finally:
+            self._active = active
         return self.committed
 
     # ------------------------------------------------------------------ prompting
@@ -712,15 +851,16 @@ class VolumeSegmenter:
                     break
         return results
 
-    def _push_undo(self) -> None:
-        self._undo.append(
+    def _push_undo(self, commit: tuple[np.ndarray, np.ndarray, int] | None = None) -> None:
+        obj = self._obj
+        obj.undo.append(
             _Snapshot(
-                mask=self._mask,
-                committed=self._committed,
-                anchors=dict(self._anchors),
-                prompts={k: _SlicePrompts(v.box, list(v.points)) for k, v in self._prompts.items()},
-                z_range=self._z_range,
+                mask=obj.mask,
+                anchors=dict(obj.anchors),
+                prompts={k: _SlicePrompts(v.box, list(v.points)) for k, v in obj.prompts.items()},
+                z_range=obj.z_range,
+                commit=commit,
             )
         )
-        if len(self._undo) > self.max_undo:
-            del self._undo[0]
+        if len(obj.undo) > self.max_undo:
+            del obj.undo[0]
